@@ -1,0 +1,148 @@
+//! Engine configuration: every tunable with its default and its reason, validated as a whole
+//! before anything touches the disk.
+
+use crate::error::{Error, Result};
+use crate::format::frame::frame_len;
+use crate::limits::{BLOCK_SIZE, RECORD_BYTES_CEILING, SEGMENT_HEADER_BYTES};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How far an append must get before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Durability {
+    /// Acknowledged once copied into the shard's write buffer. Lost on a crash that happens
+    /// before the next flush (at most `flush_interval` later, or sooner under load).
+    Memory,
+    /// Acknowledged once written to the device with O_DIRECT. Survives a process crash; a power
+    /// loss may still lose it if the device has a volatile cache.
+    Written,
+    /// Acknowledged once fdatasync'ed. Concurrent `Synced` appends share one fdatasync.
+    Synced,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory. Each shard keeps its logs under `root/shard-NNN/`.
+    pub root: PathBuf,
+    /// Create `root` (not its parents) if it is missing. Default `true`.
+    pub create_if_missing: bool,
+    /// Number of shards, one executor thread each. `0` means one per available core.
+    pub shards: usize,
+    /// Pin each shard's thread to its own core. More shards than cores wrap around.
+    pub pin_cores: bool,
+    /// A segment is rolled when its frames would pass this size. Default 64 MiB.
+    pub segment_size_bytes: u64,
+    /// A segment with records older than this is rolled at the next flush. `None`: never.
+    pub segment_max_age: Option<Duration>,
+    /// Largest record payload accepted. Default 1 MiB.
+    pub max_record_bytes: u32,
+    /// Per-shard budget for bytes appended but not yet written (write buffers and writes in
+    /// flight). Past it, `try_append` returns `Backpressure` and `append` waits. Default 64 MiB.
+    pub shard_memory_budget_bytes: u64,
+    /// A log with this many unflushed bytes is flushed without waiting for the interval, so
+    /// writes are large but memory stays bounded. Default 1 MiB.
+    pub flush_threshold_bytes: u64,
+    /// `Memory`-mode data is flushed at least this often. Default 10 ms.
+    pub flush_interval: Duration,
+    /// Sparse index granularity: one entry per this many bytes of frames. Default 16 KiB.
+    pub index_interval_bytes: u64,
+    /// Space reserved ahead of the write head with fallocate, so block allocation does not
+    /// turn into latency spikes. Default: the whole segment at creation.
+    pub preallocate: bool,
+    /// Capacity of each shard's cross-thread request queue. Default 4096.
+    pub inbox_capacity: usize,
+    /// Memory glommio registers with io_uring per executor (locked memory). Default 2 MiB.
+    pub io_memory_bytes: usize,
+    /// io_uring submission depth per ring. Default 128.
+    pub ring_depth: usize,
+    /// Busy-poll this long before an idle shard parks, trading CPU for cross-thread latency.
+    /// Default `None` (park at once).
+    pub spin_before_park: Option<Duration>,
+}
+
+impl Config {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Config {
+            root: root.into(),
+            create_if_missing: true,
+            shards: 0,
+            pin_cores: true,
+            segment_size_bytes: 64 << 20,
+            segment_max_age: None,
+            max_record_bytes: 1 << 20,
+            shard_memory_budget_bytes: 64 << 20,
+            flush_threshold_bytes: 1 << 20,
+            flush_interval: Duration::from_millis(10),
+            index_interval_bytes: 16 << 10,
+            preallocate: true,
+            inbox_capacity: 4096,
+            io_memory_bytes: 2 << 20,
+            ring_depth: 128,
+            spin_before_park: None,
+        }
+    }
+
+    /// The shard count after resolving `0` to the number of available cores.
+    pub fn effective_shards(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.shards
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.effective_shards() > 1024 {
+            return bad(format!("shards = {} exceeds 1024", self.effective_shards()));
+        }
+        if self.max_record_bytes == 0 || self.max_record_bytes > RECORD_BYTES_CEILING {
+            return bad(format!(
+                "max_record_bytes = {} must be in 1..={RECORD_BYTES_CEILING}",
+                self.max_record_bytes
+            ));
+        }
+        let max_frame = frame_len(self.max_record_bytes as usize) as u64;
+        if self.segment_size_bytes % BLOCK_SIZE != 0
+            || self.segment_size_bytes < SEGMENT_HEADER_BYTES + 2 * max_frame
+        {
+            return bad(format!(
+                "segment_size_bytes = {} must be a multiple of {BLOCK_SIZE} and hold a header and two maximum-size records ({} bytes)",
+                self.segment_size_bytes,
+                SEGMENT_HEADER_BYTES + 2 * max_frame
+            ));
+        }
+        if self.shard_memory_budget_bytes < 2 * max_frame + 2 * BLOCK_SIZE {
+            return bad(format!(
+                "shard_memory_budget_bytes = {} must hold at least two maximum-size records ({} bytes)",
+                self.shard_memory_budget_bytes,
+                2 * max_frame + 2 * BLOCK_SIZE
+            ));
+        }
+        if self.flush_threshold_bytes == 0 || self.flush_threshold_bytes > self.shard_memory_budget_bytes {
+            return bad(format!(
+                "flush_threshold_bytes = {} must be in 1..=shard_memory_budget_bytes",
+                self.flush_threshold_bytes
+            ));
+        }
+        if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(60) {
+            return bad(format!("flush_interval = {:?} must be in (0, 60 s]", self.flush_interval));
+        }
+        if self.index_interval_bytes < 512 || self.index_interval_bytes > self.segment_size_bytes {
+            return bad(format!(
+                "index_interval_bytes = {} must be in 512..=segment_size_bytes",
+                self.index_interval_bytes
+            ));
+        }
+        if self.inbox_capacity < 2 || self.inbox_capacity > 1 << 20 {
+            return bad(format!("inbox_capacity = {} must be in 2..=1048576", self.inbox_capacity));
+        }
+        if self.ring_depth == 0 || self.ring_depth > 32768 {
+            return bad(format!("ring_depth = {} must be in 1..=32768", self.ring_depth));
+        }
+        if matches!(self.segment_max_age, Some(d) if d.is_zero()) {
+            return bad("segment_max_age must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! One background task per log moves bytes from memory to disk: it seals rolled segments,
+//! writes the active segment's buffer with O_DIRECT (rewriting the partial tail block), runs
+//! group-commit fdatasyncs, keeps a preallocated spare file ready for the next roll, and rolls
+//! by age. It never waits on a timer while there is work a caller is waiting for.
+
+use crate::error::{Error, Result};
+use crate::format::segment::{align_down, align_up, encode_seal, Trailer};
+use crate::limits::BLOCK_SIZE;
+use crate::log::Log;
+use crate::segment::SealedSegment;
+use crate::shard::ShardCore;
+use futures_lite::future;
+use glommio::io::{Directory, OpenOptions};
+use glommio::timer::Timer;
+use std::rc::Rc;
+use std::time::Duration;
+
+enum Action {
+    SealRolled,
+    Flush { sync: bool },
+    Sync,
+    MakeSpare,
+    AgeRoll,
+    Wait(Option<Duration>),
+    Exit,
+}
+
+fn next_action(log: &Log, core: &ShardCore) -> Action {
+    let cfg = &core.config;
+    let i = log.inner.borrow();
+    if i.failed.is_some() {
+        return Action::Exit;
+    }
+    if !i.rolled.is_empty() {
+        return Action::SealRolled;
+    }
+    let closing = i.closing;
+    let unflushed = i.active.unflushed_bytes() > 0 || i.active.spare_path.is_some() && i.active.record_count() > 0;
+    let want_sync = i.want_synced > i.synced_upto || (closing && i.synced_upto < i.next_offset);
+    let age = i.unflushed_since.map(|t| t.elapsed());
+    if unflushed {
+        let due = i.want_written > i.written_upto
+            || want_sync
+            || closing
+            || i.active.unflushed_bytes() >= cfg.flush_threshold_bytes
+            || age.is_some_and(|a| a >= cfg.flush_interval);
+        if due {
+            return Action::Flush { sync: want_sync };
+        }
+    } else if want_sync {
+        return Action::Sync;
+    }
+    let half_full = i.active.end_pos >= i.active.segment_size_bytes / 2;
+    if i.spare.is_none() && i.spare_error.is_none() && !closing && (i.spare_wanted || half_full) {
+        return Action::MakeSpare;
+    }
+    let aged = match (cfg.segment_max_age, i.active.first_append_at) {
+        (Some(max), Some(t)) if i.active.record_count() > 0 => Some(max.saturating_sub(t.elapsed())),
+        _ => None,
+    };
+    if aged == Some(Duration::ZERO) && !closing {
+        if i.spare.is_some() {
+            return Action::AgeRoll;
+        }
+        if i.spare_error.is_none() {
+            return Action::MakeSpare;
+        }
+    }
+    if closing {
+        return Action::Exit;
+    }
+    let flush_in = age.filter(|_| unflushed).map(|a| cfg.flush_interval.saturating_sub(a));
+    let wait = match (flush_in, aged.filter(|d| !d.is_zero())) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    // A spare that failed (full disk) is retried when asked; until then nothing to poll for.
+    Action::Wait(wait)
+}
+
+pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
+    loop {
+        let result = match next_action(&log, &core) {
+            Action::Exit => break,
+            Action::Wait(d) => {
+                let wake = log.flusher_wake.wait_for(|| None::<()>);
+                match d {
+                    Some(d) => {
+                        future::or(wake, async {
+                            Timer::new(d).await;
+                        })
+                        .await
+                    }
+                    None => {
+                        // Also wake when another task's request makes the next action change.
+                        future::or(wake, async {
+                            Timer::new(Duration::from_millis(100)).await;
+                        })
+                        .await
+                    }
+                }
+                Ok(())
+            }
+            Action::SealRolled => seal_front(&log, &core).await,
+            Action::Flush { sync } => flush_active(&log, &core, sync).await,
+            Action::Sync => sync_active(&log).await,
+            Action::MakeSpare => {
+                make_spare(&log, &core).await;
+                Ok(())
+            }
+            Action::AgeRoll => {
+                let cfg = &core.config;
+                log.inner.borrow_mut().roll(log.id, &log.dir, cfg.segment_size_bytes, cfg.index_interval_bytes);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            log.fail(&e);
+            core.budget_freed.notify_all();
+            break;
+        }
+    }
+    log.inner.borrow_mut().flusher_exited = true;
+    log.changed.notify_all();
+}
+
+/// Writes the unflushed bytes of the open segment with base `base`. Returns the offset up to
+/// which records are now written.
+async fn write_segment(log: &Log, core: &ShardCore, base: u64) -> Result<u64> {
+    let (file, path, spare, pos, buf, end, upto, old_disk_end) = {
+        let mut inner = log.inner.borrow_mut();
+        let Some(s) = inner.open_segment_mut(base) else {
+            return Err(Error::Corruption { path: log.dir.clone(), pos: 0, detail: format!("segment {base} missing") });
+        };
+        debug_assert_eq!(s.stage_pos % BLOCK_SIZE, 0);
+        debug_assert!(s.inflight.is_none(), "one write per segment at a time");
+        let len = s.staging.len();
+        let mut buf = s.file.alloc_dma_buffer(align_up(len as u64) as usize);
+        buf.as_bytes_mut()[..len].copy_from_slice(&s.staging);
+        buf.as_bytes_mut()[len..].fill(0);
+        let pos = s.stage_pos;
+        let end = s.end_pos;
+        // Keep the partial tail block: it is rewritten, extended, by the next flush.
+        let keep_from = (align_down(end) - pos) as usize;
+        s.staging.drain(..keep_from);
+        s.stage_pos = align_down(end);
+        let buf = Rc::new(buf);
+        s.inflight = Some((pos, buf.clone()));
+        (s.file.clone(), s.path.clone(), s.spare_path.take(), pos, buf, end, s.next_offset, s.disk_end)
+    };
+    if let Some(spare) = spare {
+        // The file takes its real name before its first byte of data is written, so a record
+        // acknowledged as written is always found by recovery under the right name.
+        file.rename(&path).await.map_err(|e| Error::glommio("rename spare segment", &spare, e))?;
+        let dir = Directory::open(&log.dir).await.map_err(|e| Error::glommio("open directory", &log.dir, e))?;
+        dir.sync().await.map_err(|e| Error::glommio("fsync directory", &log.dir, e))?;
+    }
+    let n = file.write_rc_at(buf.clone(), pos).await.map_err(|e| Error::glommio("write", &path, e))?;
+    if n != buf.len() {
+        return Err(Error::io("write", &path, std::io::Error::other(format!("short write: {n} of {}", buf.len()))));
+    }
+    let mut inner = log.inner.borrow_mut();
+    if let Some(s) = inner.open_segment_mut(base) {
+        s.inflight = None;
+        s.disk_end = end;
+    }
+    let released = end - old_disk_end.max(BLOCK_SIZE);
+    core.unflushed.set(core.unflushed.get() - released);
+    inner.written_upto = inner.written_upto.max(upto);
+    inner.settle();
+    drop(inner);
+    core.budget_freed.notify_all();
+    log.changed.notify_all();
+    Ok(upto)
+}
+
+async fn flush_active(log: &Log, core: &ShardCore, sync: bool) -> Result<()> {
+    let base = {
+        let mut i = log.inner.borrow_mut();
+        i.unflushed_since = None;
+        i.active.base_offset
+    };
+    let upto = write_segment(log, core, base).await?;
+    if sync {
+        let (file, path) = {
+            let i = log.inner.borrow();
+            let s = i.open_segment(base).expect("segment being flushed is open");
+            (s.file.clone(), s.path.clone())
+        };
+        file.fdatasync().await.map_err(|e| Error::glommio("fdatasync", &path, e))?;
+        let mut i = log.inner.borrow_mut();
+        i.synced_upto = i.synced_upto.max(upto);
+        i.settle();
+        drop(i);
+        log.changed.notify_all();
+    }
+    Ok(())
+}
+
+async fn sync_active(log: &Log) -> Result<()> {
+    let (file, path, upto) = {
+        let i = log.inner.borrow();
+        (i.active.file.clone(), i.active.path.clone(), i.written_upto)
+    };
+    file.fdatasync().await.map_err(|e| Error::glommio("fdatasync", &path, e))?;
+    let mut i = log.inner.borrow_mut();
+    i.synced_upto = i.synced_upto.max(upto);
+    // Nothing unflushed remains, so there is nothing more to sync until new appends.
+    i.want_synced = i.want_synced.min(i.synced_upto);
+    i.settle();
+    drop(i);
+    log.changed.notify_all();
+    Ok(())
+}
+
+/// Flushes the oldest rolled segment, writes its seal (index and trailer), trims the file and
+/// syncs it, then moves it to the sealed list.
+async fn seal_front(log: &Log, core: &ShardCore) -> Result<()> {
+    let base = log.inner.borrow().rolled.front().map(|s| s.base_offset).expect("rolled segment");
+    let needs_write = {
+        let i = log.inner.borrow();
+        let s = i.rolled.front().expect("rolled");
+        s.unflushed_bytes() > 0 || s.spare_path.is_some()
+    };
+    if needs_write {
+        write_segment(log, core, base).await?;
+    }
+    let (file, path, trailer, index) = {
+        let i = log.inner.borrow();
+        let s = i.rolled.front().expect("rolled");
+        debug_assert_eq!(s.disk_end, s.end_pos);
+        let t = Trailer {
+            base_offset: s.base_offset,
+            next_offset: s.next_offset,
+            data_end: s.end_pos,
+            index_pos: 0,
+            index_count: 0,
+            first_timestamp_ns: s.first_timestamp_ns,
+            last_timestamp_ns: s.last_timestamp_ns,
+            data_crc: s.data_crc,
+            index_crc: 0,
+        };
+        (s.file.clone(), s.path.clone(), t, s.index.entries.clone())
+    };
+    let seal = encode_seal(trailer, &index);
+    let seal_pos = align_up(trailer.data_end);
+    let mut buf = file.alloc_dma_buffer(seal.len());
+    buf.as_bytes_mut().copy_from_slice(&seal);
+    file.write_at(buf, seal_pos).await.map_err(|e| Error::glommio("write seal", &path, e))?;
+    file.truncate(seal_pos + seal.len() as u64).await.map_err(|e| Error::glommio("truncate", &path, e))?;
+    file.fdatasync().await.map_err(|e| Error::glommio("fdatasync", &path, e))?;
+    let mut i = log.inner.borrow_mut();
+    let s = i.rolled.pop_front().expect("rolled");
+    i.written_upto = i.written_upto.max(s.next_offset);
+    i.synced_upto = i.synced_upto.max(s.next_offset);
+    i.sealed.push(SealedSegment {
+        base_offset: s.base_offset,
+        next_offset: s.next_offset,
+        data_end: s.end_pos,
+        path: s.path,
+        file: s.file,
+        index: s.index.entries,
+        last_timestamp_ns: s.last_timestamp_ns,
+    });
+    i.settle();
+    drop(i);
+    log.changed.notify_all();
+    Ok(())
+}
+
+/// Creates and preallocates the file the next segment will live in.
+async fn make_spare(log: &Log, core: &ShardCore) {
+    let path = log.dir.join(format!("spare-{}-{}.tmp", crate::record::now_ns(), core.next_serial()));
+    let size = core.config.segment_size_bytes;
+    let prealloc = core.config.preallocate;
+    let result = async {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| Error::glommio("create spare segment", &path, e))?;
+        if prealloc {
+            if let Err(e) = f.pre_allocate(size, false).await {
+                let _ = f.close().await;
+                let _ = std::fs::remove_file(&path);
+                return Err(Error::glommio("preallocate spare segment", &path, e));
+            }
+        }
+        Ok(f)
+    }
+    .await;
+    let mut i = log.inner.borrow_mut();
+    i.spare_wanted = false;
+    match result {
+        Ok(f) => i.spare = Some((path, Rc::new(f))),
+        Err(e) => {
+            tracing::warn!(log = %log.name, error = %e, "cannot create the next segment");
+            i.spare_error = Some(e);
+        }
+    }
+    drop(i);
+    log.changed.notify_all();
+}

@@ -1,0 +1,360 @@
+//! One log on its shard: offsets, the active segment, the acknowledgement watermarks and the
+//! append path. Reads live in `read.rs`, background I/O in `flusher.rs`, start-up in
+//! `recovery.rs`.
+//!
+//! Everything here runs on the owning shard's thread; `RefCell` borrows never cross an
+//! `.await` (the I/O paths copy what they need, release the borrow, then await).
+
+use crate::config::{Config, Durability};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::format::frame;
+use crate::format::scan::IndexBuilder;
+use crate::format::segment::{file_name, SegmentHeader};
+use crate::limits::{BATCH_RECORDS_MAX, BLOCK_SIZE};
+use crate::record::{now_ns, NewRecord};
+use crate::segment::{ActiveSegment, SealedSegment};
+use crate::shard::ShardCore;
+use glommio::io::DmaFile;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+pub struct Log {
+    pub name: String,
+    pub id: u64,
+    pub dir: PathBuf,
+    pub inner: RefCell<LogInner>,
+    /// Watermarks, visibility, failure or spare availability changed.
+    pub changed: Event,
+    /// Something for the flusher to do.
+    pub flusher_wake: Event,
+}
+
+pub struct LogInner {
+    pub sealed: Vec<SealedSegment>,
+    pub rolled: VecDeque<ActiveSegment>,
+    pub active: ActiveSegment,
+    pub next_offset: u64,
+    pub first_offset: u64,
+    /// Every record below is written to its file (O_DIRECT write completed).
+    pub written_upto: u64,
+    /// Every record below is fdatasync'ed.
+    pub synced_upto: u64,
+    pub want_written: u64,
+    pub want_synced: u64,
+    /// Appends not yet acknowledged at their durability: `(first, end, durability)`, in offset
+    /// order. Records from the first of them on are not visible to readers.
+    pub unacked: VecDeque<(u64, u64, Durability)>,
+    /// When the oldest unflushed byte of the active segment was appended.
+    pub unflushed_since: Option<Instant>,
+    /// A preallocated file ready to become the next segment.
+    pub spare: Option<(PathBuf, Rc<DmaFile>)>,
+    pub spare_wanted: bool,
+    pub spare_error: Option<Error>,
+    pub roll_requested: bool,
+    pub failed: Option<String>,
+    pub closing: bool,
+    pub flusher_exited: bool,
+}
+
+pub(crate) enum Blocked {
+    Budget,
+    Spare,
+}
+
+impl LogInner {
+    pub fn visible_upto(&self) -> u64 {
+        self.unacked.front().map(|u| u.0).unwrap_or(self.next_offset)
+    }
+
+    /// Drops acknowledged entries from the front of `unacked`.
+    pub fn settle(&mut self) {
+        while let Some(&(_, end, d)) = self.unacked.front() {
+            let done = match d {
+                Durability::Memory => true,
+                Durability::Written => end <= self.written_upto,
+                Durability::Synced => end <= self.synced_upto,
+            };
+            if !done {
+                break;
+            }
+            self.unacked.pop_front();
+        }
+        debug_assert!(self.synced_upto <= self.written_upto);
+        debug_assert!(self.written_upto <= self.next_offset);
+    }
+
+    /// The segment with base `base` among those still being written.
+    pub fn open_segment_mut(&mut self, base: u64) -> Option<&mut ActiveSegment> {
+        if self.active.base_offset == base {
+            return Some(&mut self.active);
+        }
+        self.rolled.iter_mut().find(|s| s.base_offset == base)
+    }
+
+    pub fn open_segment(&self, base: u64) -> Option<&ActiveSegment> {
+        if self.active.base_offset == base {
+            return Some(&self.active);
+        }
+        self.rolled.iter().find(|s| s.base_offset == base)
+    }
+
+    /// Swaps the spare file in as the new active segment. The old one is sealed by the
+    /// flusher. Returns false if no spare is ready.
+    pub fn roll(&mut self, log_id: u64, dir: &std::path::Path, segment_size: u64, index_interval: u64) -> bool {
+        let Some((spare_path, file)) = self.spare.take() else {
+            self.spare_wanted = true;
+            return false;
+        };
+        let base = self.next_offset;
+        let header = SegmentHeader { log_id, base_offset: base, created_ns: now_ns() }.encode();
+        let new = ActiveSegment {
+            base_offset: base,
+            path: dir.join(file_name(log_id, base)),
+            file,
+            spare_path: Some(spare_path),
+            next_offset: base,
+            end_pos: BLOCK_SIZE,
+            stage_pos: 0,
+            staging: header,
+            disk_end: 0,
+            inflight: None,
+            index: IndexBuilder::new(index_interval),
+            data_crc: 0,
+            first_timestamp_ns: 0,
+            last_timestamp_ns: 0,
+            first_append_at: None,
+            segment_size_bytes: segment_size,
+        };
+        let old = std::mem::replace(&mut self.active, new);
+        self.rolled.push_back(old);
+        self.roll_requested = false;
+        self.unflushed_since = None;
+        true
+    }
+}
+
+impl Log {
+    /// Validates a request without changing anything.
+    fn check(&self, core: &ShardCore, recs: &[NewRecord<'_>]) -> Result<u64> {
+        let cfg = &core.config;
+        if recs.is_empty() || recs.len() > BATCH_RECORDS_MAX {
+            return Err(Error::BadBatch { count: recs.len(), max: BATCH_RECORDS_MAX });
+        }
+        let mut total = 0u64;
+        for r in recs {
+            if r.payload.len() > cfg.max_record_bytes as usize {
+                return Err(Error::RecordTooLarge { size: r.payload.len(), max: cfg.max_record_bytes });
+            }
+            total += frame::frame_len(r.payload.len()) as u64;
+        }
+        if total > cfg.segment_size_bytes - BLOCK_SIZE || total > cfg.shard_memory_budget_bytes / 2 {
+            return Err(Error::BadBatch { count: recs.len(), max: BATCH_RECORDS_MAX });
+        }
+        if core.closing.get() {
+            return Err(Error::ShuttingDown);
+        }
+        let inner = self.inner.borrow();
+        if let Some(f) = &inner.failed {
+            return Err(Error::LogFailed { log: self.name.clone(), detail: f.clone() });
+        }
+        Ok(total)
+    }
+
+    /// The synchronous core of every append: copies the records into the active segment's
+    /// write buffer, or says why it cannot right now. Never awaits.
+    pub(crate) fn try_stage(
+        &self,
+        core: &ShardCore,
+        recs: &[NewRecord<'_>],
+        durability: Durability,
+    ) -> Result<std::result::Result<Range<u64>, Blocked>> {
+        let total = self.check(core, recs)?;
+        let cfg: &Config = &core.config;
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        if !inner.active.fits(total) || (inner.roll_requested && inner.active.record_count() > 0) {
+            if let Some(e) = inner.spare_error.take() {
+                // Report the failure to create the next segment (e.g. a full disk) to this
+                // caller; the next attempt asks the flusher to try again.
+                inner.spare_wanted = true;
+                self.flusher_wake.notify_all();
+                return Err(e);
+            }
+            if !inner.roll(self.id, &self.dir, cfg.segment_size_bytes, cfg.index_interval_bytes) {
+                self.flusher_wake.notify_all();
+                return Ok(Err(Blocked::Spare));
+            }
+            self.flusher_wake.notify_all();
+        }
+        if core.unflushed.get() + total > cfg.shard_memory_budget_bytes {
+            return Ok(Err(Blocked::Budget));
+        }
+        let now = now_ns();
+        let first = inner.next_offset;
+        let a = &mut inner.active;
+        debug_assert_eq!(a.next_offset, first);
+        debug_assert_eq!(a.stage_pos + a.staging.len() as u64, a.end_pos);
+        let n = recs.len();
+        for (i, r) in recs.iter().enumerate() {
+            let ts = r.timestamp_ns.unwrap_or(now);
+            let start = a.staging.len();
+            a.index.note(a.next_offset, a.end_pos);
+            let len = frame::encode(&mut a.staging, a.next_offset, ts, r.tag, i + 1 < n, r.payload);
+            a.data_crc = crc32c::crc32c_append(a.data_crc, &a.staging[start..start + len]);
+            if a.next_offset == a.base_offset {
+                a.first_timestamp_ns = ts;
+            }
+            a.last_timestamp_ns = ts;
+            a.next_offset += 1;
+            a.end_pos += len as u64;
+        }
+        a.first_append_at.get_or_insert_with(Instant::now);
+        let end = a.next_offset;
+        inner.next_offset = end;
+        inner.unflushed_since.get_or_insert_with(Instant::now);
+        core.unflushed.set(core.unflushed.get() + total);
+        let flush_now = match durability {
+            Durability::Memory => inner.active.unflushed_bytes() >= cfg.flush_threshold_bytes,
+            Durability::Written => {
+                inner.want_written = end;
+                true
+            }
+            Durability::Synced => {
+                inner.want_written = end;
+                inner.want_synced = end;
+                true
+            }
+        };
+        if durability != Durability::Memory || !inner.unacked.is_empty() {
+            inner.unacked.push_back((first, end, durability));
+        }
+        if flush_now {
+            self.flusher_wake.notify_all();
+        }
+        if inner.unacked.is_empty() {
+            self.changed.notify_all();
+        }
+        Ok(Ok(first..end))
+    }
+
+    /// Appends, waiting for memory budget or the next segment if needed, then for the
+    /// requested durability.
+    pub(crate) async fn append(
+        self: &Rc<Self>,
+        core: &Rc<ShardCore>,
+        recs: &[NewRecord<'_>],
+        durability: Durability,
+        wait_for_budget: bool,
+    ) -> Result<Range<u64>> {
+        let range = loop {
+            match self.try_stage(core, recs, durability)? {
+                Ok(r) => break r,
+                Err(Blocked::Budget) if !wait_for_budget => {
+                    return Err(Error::Backpressure {
+                        shard: core.id,
+                        used: core.unflushed.get(),
+                        budget: core.config.shard_memory_budget_bytes,
+                    })
+                }
+                Err(Blocked::Budget) => {
+                    let need = core.config.shard_memory_budget_bytes / 2;
+                    core.budget_freed
+                        .wait_for(|| {
+                            (core.unflushed.get() <= need || core.closing.get() || self.inner.borrow().failed.is_some())
+                                .then_some(())
+                        })
+                        .await;
+                }
+                Err(Blocked::Spare) => {
+                    self.changed
+                        .wait_for(|| {
+                            let i = self.inner.borrow();
+                            (i.spare.is_some() || i.spare_error.is_some() || i.failed.is_some() || core.closing.get())
+                                .then_some(())
+                        })
+                        .await;
+                }
+            }
+        };
+        self.wait_durable(range.end, durability).await?;
+        Ok(range)
+    }
+
+    /// Waits until every record below `end` has reached `durability`.
+    pub(crate) async fn wait_durable(&self, end: u64, durability: Durability) -> Result<()> {
+        if durability == Durability::Memory {
+            return Ok(());
+        }
+        self.changed
+            .wait_for(|| {
+                let i = self.inner.borrow();
+                let mark = if durability == Durability::Synced { i.synced_upto } else { i.written_upto };
+                if mark >= end {
+                    Some(Ok(()))
+                } else {
+                    i.failed.as_ref().map(|f| Err(Error::LogFailed { log: self.name.clone(), detail: f.clone() }))
+                }
+            })
+            .await
+    }
+
+    /// Waits until everything appended so far is synced.
+    pub(crate) async fn sync(&self) -> Result<()> {
+        let end = {
+            let mut i = self.inner.borrow_mut();
+            let end = i.next_offset;
+            if i.synced_upto >= end {
+                return Ok(());
+            }
+            i.want_written = i.want_written.max(end);
+            i.want_synced = i.want_synced.max(end);
+            end
+        };
+        self.flusher_wake.notify_all();
+        self.wait_durable(end, Durability::Synced).await
+    }
+
+    /// Asks for the active segment to be sealed and a new one started, and waits until the
+    /// seal is durable.
+    pub(crate) async fn roll_now(&self) -> Result<()> {
+        let end = {
+            let mut i = self.inner.borrow_mut();
+            if i.active.record_count() == 0 {
+                return Ok(());
+            }
+            i.roll_requested = true;
+            i.spare_wanted = true;
+            i.next_offset
+        };
+        self.flusher_wake.notify_all();
+        self.changed
+            .wait_for(|| {
+                let i = self.inner.borrow();
+                if i.failed.is_some() {
+                    return Some(Err(Error::LogFailed {
+                        log: self.name.clone(),
+                        detail: i.failed.clone().unwrap_or_default(),
+                    }));
+                }
+                (i.active.base_offset >= end && i.rolled.is_empty()).then_some(Ok(()))
+            })
+            .await
+    }
+
+    /// Marks the log failed after an I/O error: waiters and later appends get the error; what
+    /// was acknowledged stays readable. Recovery at the next start decides what is durable.
+    pub(crate) fn fail(&self, err: &Error) {
+        tracing::error!(log = %self.name, error = %err, "log failed; appends refused until restart");
+        self.inner.borrow_mut().failed = Some(err.to_string());
+        self.changed.notify_all();
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}

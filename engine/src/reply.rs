@@ -1,0 +1,103 @@
+//! `Reply<T>`: the answer to a request sent to a shard from another thread. Await it from any
+//! async runtime, or `wait()` for it from a plain thread. If the mailbox is full the request
+//! is held here and sent when the shard makes room: the caller waits, nothing spins.
+
+use crate::error::{Error, Result};
+use crate::mailbox::{Job, Mailbox, SendError};
+use futures_channel::oneshot;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+pub struct Reply<T> {
+    state: State<T>,
+}
+
+enum State<T> {
+    Ready(Option<Result<T>>),
+    Unsent { job: Option<Job>, mailbox: Arc<Mailbox>, rx: oneshot::Receiver<Result<T>> },
+    Sent(oneshot::Receiver<Result<T>>),
+}
+
+impl<T> Reply<T> {
+    pub(crate) fn ready(r: Result<T>) -> Self {
+        Reply { state: State::Ready(Some(r)) }
+    }
+
+    pub(crate) fn unsent(job: Job, mailbox: Arc<Mailbox>, rx: oneshot::Receiver<Result<T>>) -> Self {
+        Reply { state: State::Unsent { job: Some(job), mailbox, rx } }
+    }
+
+    pub(crate) fn sent(rx: oneshot::Receiver<Result<T>>) -> Self {
+        Reply { state: State::Sent(rx) }
+    }
+
+    /// Blocks the calling thread until the shard answers. Never call this on a shard thread.
+    pub fn wait(self) -> Result<T> {
+        futures_lite::future::block_on(self)
+    }
+
+    /// Like [`wait`](Self::wait), giving up with `Error::Timeout` after `timeout`. The request
+    /// itself may still complete on the shard.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<T> {
+        futures_lite::future::block_on(futures_lite::future::or(self, async move {
+            async_sleep(timeout).await;
+            Err(Error::Timeout(timeout))
+        }))
+    }
+}
+
+/// A runtime-free sleep for `wait_timeout`: a helper thread wakes the waiting future.
+async fn async_sleep(d: Duration) {
+    let (tx, rx) = oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}
+
+impl<T> Unpin for Reply<T> {}
+
+impl<T> Future for Reply<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        loop {
+            match &mut self.state {
+                State::Ready(r) => return Poll::Ready(r.take().unwrap_or(Err(Error::ShuttingDown))),
+                State::Sent(rx) => {
+                    return Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(Error::ShuttingDown)));
+                }
+                State::Unsent { job, mailbox, rx } => {
+                    let Some(j) = job.take() else { return Poll::Ready(Err(Error::ShuttingDown)) };
+                    match mailbox.try_send(j) {
+                        Ok(()) => {
+                            let rx = std::mem::replace(rx, oneshot::channel().1);
+                            self.state = State::Sent(rx);
+                        }
+                        Err(SendError::Closed) => return Poll::Ready(Err(Error::ShuttingDown)),
+                        Err(SendError::Full(j)) => {
+                            mailbox.wait_for_space(cx.waker());
+                            // The shard may have drained between the failed push and the
+                            // registration; try once more so the wake cannot be missed.
+                            match mailbox.try_send(j) {
+                                Ok(()) => {
+                                    let rx = std::mem::replace(rx, oneshot::channel().1);
+                                    self.state = State::Sent(rx);
+                                }
+                                Err(SendError::Closed) => return Poll::Ready(Err(Error::ShuttingDown)),
+                                Err(SendError::Full(j)) => {
+                                    *job = Some(j);
+                                    return Poll::Pending;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

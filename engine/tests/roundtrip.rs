@@ -1,0 +1,121 @@
+//! Round trips across sizes, segment rolls, shards and restarts, through both ways in.
+
+mod common;
+use aof_engine::{Durability, Error, NewRecord, OwnedRecord};
+use common::*;
+
+#[test]
+fn handle_round_trip_across_sizes_rolls_and_reopen() {
+    let dir = tempdir("roundtrip");
+    let sizes: Vec<usize> = vec![1, 2, 3, 7, 8, 9, 15, 17, 31, 33, 63, 100, 255, 4095, 4096, 4097, 10_001, 65_535, 65_536];
+    let logs = ["alpha", "beta", "gamma", "delta"];
+    let mut expect: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); logs.len()];
+    {
+        let e = open(small_config(&dir, 2));
+        let h = e.handle();
+        for l in logs {
+            h.create_log(l).wait().unwrap();
+        }
+        let mut i = 0u64;
+        for round in 0..12 {
+            for (li, l) in logs.iter().enumerate() {
+                for &s in &sizes {
+                    let p = payload(li, i, s);
+                    let d = ALL[(i % 3) as usize];
+                    let off = h.append(l, p.clone(), d).wait().unwrap();
+                    assert_eq!(off, expect[li].len() as u64, "dense offsets (round {round})");
+                    expect[li].push((off, p));
+                    i += 1;
+                }
+            }
+        }
+        for l in logs {
+            h.sync(l).wait().unwrap();
+        }
+        // Everything reads back before the restart, including from write buffers.
+        for (li, l) in logs.iter().enumerate() {
+            let got = h.read_from(l, 0, usize::MAX, usize::MAX).wait().unwrap();
+            assert_eq!(got.len(), expect[li].len());
+            for (r, (o, p)) in got.iter().zip(&expect[li]) {
+                assert_eq!(r.offset, *o);
+                assert_eq!(&r.payload, p);
+            }
+        }
+        e.close().unwrap();
+    }
+    // The 256 KiB segments must have rolled many times.
+    let segs = walk(&dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "seg")).count();
+    assert!(segs > 8, "only {segs} segment files");
+    let e = open(small_config(&dir, 2));
+    let h = e.handle();
+    for (li, l) in logs.iter().enumerate() {
+        for (o, p) in expect[li].iter().step_by(7) {
+            let r = h.read(l, *o).wait().unwrap();
+            assert_eq!(&r.payload, p, "log {l} offset {o} after reopen");
+        }
+        let got = h.read_from(l, 0, usize::MAX, usize::MAX).wait().unwrap();
+        assert_eq!(got.len(), expect[li].len());
+        assert!(got.iter().zip(&expect[li]).all(|(r, (o, p))| r.offset == *o && &r.payload == p));
+        let next = h.append(l, b"after".to_vec(), Durability::Synced).wait().unwrap();
+        assert_eq!(next, expect[li].len() as u64);
+    }
+    e.close().unwrap();
+}
+
+#[test]
+fn on_shard_appends_tags_timestamps_batches_and_tail() {
+    let dir = tempdir("onshard");
+    let e = open(small_config(&dir, 2));
+    let h = e.handle();
+    let shard = h.shard_of("events");
+    h.create_log("events").wait().unwrap();
+    let got = e
+        .spawn_on(shard, |s| async move {
+            let log = s.log("events")?;
+            let a = log.append_record(NewRecord::new(b"x").with_tag(42).with_timestamp_ns(7), Durability::Written).await?;
+            let recs: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; i as usize + 1]).collect();
+            let batch: Vec<NewRecord<'_>> = recs.iter().map(|r| NewRecord::new(r)).collect();
+            let range = log.append_batch(&batch, Durability::Synced).await?;
+            let b = log.append_buffered(NewRecord::new(b"buffered"))?;
+            let mut tail = log.tail(0);
+            let mut seen = Vec::new();
+            for _ in 0..52 {
+                seen.push(tail.next().await?);
+            }
+            Ok((a, range, b, seen, log.read(0).await?))
+        })
+        .wait()
+        .unwrap();
+    let (a, range, b, seen, first) = got;
+    assert_eq!(a, 0);
+    assert_eq!(range, 1..51);
+    assert_eq!(b, 51);
+    assert_eq!(first.tag, Some(42));
+    assert_eq!(first.timestamp_ns, 7);
+    assert_eq!(seen.len(), 52);
+    assert_eq!(seen[51].payload, b"buffered");
+    assert!(seen[1..51].iter().enumerate().all(|(i, r)| r.payload == vec![i as u8; i + 1] && r.tag.is_none()));
+    // Auto timestamps are wall-clock nanoseconds.
+    assert!(seen[1].timestamp_ns > 1_600_000_000_000_000_000);
+    // A log used from the wrong shard says which shard owns it.
+    let other = 1 - shard;
+    let err = e.spawn_on(other, |s| async move { s.log("events").map(|_| ()) }).wait().unwrap_err();
+    assert!(matches!(err, Error::WrongShard { owner, .. } if owner == shard), "{err}");
+    // Batches from another thread too.
+    let r = h.append_batch("events", vec![OwnedRecord::new(b"p".to_vec()).with_tag(1); 3], Durability::Synced).wait().unwrap();
+    assert_eq!(r, 52..55);
+    e.close().unwrap();
+}
+
+pub fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
