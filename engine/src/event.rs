@@ -11,10 +11,18 @@ use std::task::{Context, Poll, Waker};
 #[derive(Default)]
 pub struct Event {
     wakers: RefCell<Vec<Waker>>,
+    generation: std::cell::Cell<u64>,
 }
 
 impl Event {
+    /// Resolves at the next `notify_all` after this call.
+    pub async fn next(&self) {
+        let start = self.generation.get();
+        self.wait_for(|| (self.generation.get() != start).then_some(())).await
+    }
+
     pub fn notify_all(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
         let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
         for w in wakers {
             w.wake();

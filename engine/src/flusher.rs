@@ -83,7 +83,7 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
         let result = match next_action(&log, &core) {
             Action::Exit => break,
             Action::Wait(d) => {
-                let wake = log.flusher_wake.wait_for(|| None::<()>);
+                let wake = log.flusher_wake.next();
                 match d {
                     Some(d) => {
                         future::or(wake, async {

@@ -64,6 +64,7 @@ impl ShardCore {
     /// Opens every log in this shard's directory.
     pub async fn recover(self: &Rc<Self>) -> Result<Vec<RecoveryReport>> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create shard directory", &self.dir, e))?;
+        crate::startup::prime_dma_probe(&self.dir).await?;
         let mut reports = Vec::new();
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map_err(|e| Error::io("list shard directory", &self.dir, e))?

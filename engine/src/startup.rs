@@ -100,6 +100,26 @@ pub fn check_direct_io(dir: &Path) -> Result<()> {
     }
 }
 
+/// Makes glommio's one-time io_uring poll-mode probe give the right answer.
+///
+/// glommio decides per block device whether to use its IOPOLL ring by reading the first block
+/// of the first O_DIRECT file it opens there. If that file is empty the read succeeds
+/// trivially, the device is wrongly marked pollable, and every later read fails with
+/// EOPNOTSUPP on devices without poll queues (seen on virtio disks). Opening a file with a
+/// real block of data first makes the probe meaningful. Call on each executor before any
+/// other DMA file is opened.
+pub async fn prime_dma_probe(dir: &Path) -> Result<()> {
+    let probe = dir.join(".dma-probe.tmp");
+    std::fs::write(&probe, vec![0xA5u8; crate::limits::BLOCK_SIZE as usize])
+        .map_err(|e| Error::io("write probe file", &probe, e))?;
+    let r = glommio::io::DmaFile::open(&probe).await;
+    if let Ok(f) = r {
+        let _ = f.close().await;
+    }
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
