@@ -351,7 +351,12 @@ impl Handle {
     }
 
     pub fn read(&self, name: &str, offset: u64) -> Reply<Record> {
-        self.read_from(name, offset, 1, usize::MAX).map_one()
+        let name = name.to_owned();
+        self.request(self.shard_of(&name), false, move |core| async move {
+            let mut v = core.read_from(&name, offset, 1, usize::MAX).await?;
+            // A readable offset always yields its record or an error, never nothing.
+            v.pop().ok_or(Error::OffsetOutOfRange { log: name, offset, first: 0, next: 0 })
+        })
     }
 
     /// Reads up to `max_records` records from `offset` on, across segments, with at most
@@ -379,19 +384,6 @@ impl Handle {
     /// A blocking iterator over the log from `from`, following it as it grows.
     pub fn follow(&self, name: &str, from: u64) -> Follow {
         Follow { handle: self.clone(), name: name.to_owned(), next: from, buf: VecDeque::new() }
-    }
-}
-
-impl Reply<Vec<Record>> {
-    fn map_one(self) -> Reply<Record> {
-        // Reads of one record reuse the scan; an empty answer cannot happen for a readable
-        // offset, and an unreadable one has already produced its error.
-        let (tx, rx) = oneshot::channel();
-        std::thread::spawn(move || {
-            let r = self.wait().and_then(|mut v| v.pop().ok_or(Error::ShuttingDown));
-            let _ = tx.send(r);
-        });
-        Reply::sent(rx)
     }
 }
 

@@ -111,7 +111,14 @@ impl Log {
     /// Reads up to `max_records` records (at least one if `from` is readable) starting at
     /// `from`, stopping before `max_bytes` of payload would be passed.
     pub(crate) async fn read_from(&self, from: u64, max_records: usize, max_bytes: usize, max_payload: u32, window: usize) -> Result<Vec<Record>> {
-        let visible = self.inner.borrow().visible_upto();
+        let visible = {
+            let i = self.inner.borrow();
+            let visible = i.visible_upto();
+            if from < i.first_offset || from >= visible {
+                return Err(Error::OffsetOutOfRange { log: self.name.clone(), offset: from, first: i.first_offset, next: visible });
+            }
+            visible
+        };
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut offset = from;
@@ -139,6 +146,9 @@ impl Log {
                     continue;
                 }
                 let Some(flen) = skip_len(&buf[rel..], max_payload) else {
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
                     return Err(self.corrupt(&path, pos, cur, "bad frame header"));
                 };
                 if cur < offset {
@@ -155,7 +165,12 @@ impl Log {
                     continue;
                 }
                 let rel = (pos - buf_pos) as usize;
-                let rec = decode_record(&buf[rel..rel + flen as usize], cur, max_payload, &path, pos)?;
+                let rec = match decode_record(&buf[rel..rel + flen as usize], cur, max_payload, &path, pos) {
+                    Ok(r) => r,
+                    // Hand back the good records first; the next read from here reports it.
+                    Err(_) if !out.is_empty() => return Ok(out),
+                    Err(e) => return Err(e),
+                };
                 if !out.is_empty() && bytes + rec.payload.len() > max_bytes {
                     return Ok(out);
                 }

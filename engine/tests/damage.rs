@@ -1,0 +1,254 @@
+//! Damaged files: truncation at every byte of the last frames, bit flips, zeroed tails, torn
+//! batches, and damage inside sealed segments. Recovery must keep exactly the valid prefix,
+//! never return a damaged record, and accept appends afterwards.
+
+mod common;
+use aof_engine::format::frame::frame_len;
+use aof_engine::{Durability, Error, OwnedRecord};
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walk(dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "seg")).collect();
+    v.sort();
+    v
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn size(i: u64) -> usize {
+    1 + (i as usize * 37) % 211
+}
+
+/// Writes `n` records of odd sizes to log "t" on one shard and closes. Returns the segment
+/// file, its bytes, and the start position of each frame (plus the end).
+fn prepare(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<u64>) {
+    let e = open(small_config(dir, 1));
+    let h = e.handle();
+    h.create_log("t").wait().unwrap();
+    for i in 0..n {
+        h.append("t", payload(0, i, size(i)), ALL[i as usize % 3]).wait().unwrap();
+    }
+    e.close().unwrap();
+    let segs = segments(dir);
+    assert_eq!(segs.len(), 1);
+    let bytes = std::fs::read(&segs[0]).unwrap();
+    let mut pos = vec![4096u64];
+    for i in 0..n {
+        let p = *pos.last().unwrap();
+        pos.push(p + frame_len(size(i)) as u64);
+    }
+    (segs[0].clone(), bytes, pos)
+}
+
+/// Reopens and checks that exactly `expect` records survive, intact, and that appends work.
+fn check(dir: &Path, expect: u64, what: &str) {
+    let e = open(small_config(dir, 1));
+    let h = e.handle();
+    let (_, next, _) = h.offsets("t").wait().unwrap();
+    assert_eq!(next, expect, "{what}: wrong number of records recovered");
+    let all = if expect == 0 {
+        assert!(matches!(h.read_from("t", 0, 10, usize::MAX).wait(), Err(Error::OffsetOutOfRange { .. })));
+        Vec::new()
+    } else {
+        h.read_from("t", 0, usize::MAX, usize::MAX).wait().unwrap()
+    };
+    assert_eq!(all.len() as u64, expect, "{what}");
+    for r in &all {
+        assert_eq!(r.payload, payload(0, r.offset, size(r.offset)), "{what}: record {} differs", r.offset);
+    }
+    let o = h.append("t", payload(0, next, size(next)), Durability::Synced).wait().unwrap();
+    assert_eq!(o, next, "{what}: append after recovery");
+    let beyond = h.read("t", next + 1).wait();
+    assert!(matches!(beyond, Err(Error::OffsetOutOfRange { .. })), "{what}: {beyond:?}");
+    e.close().unwrap();
+}
+
+#[test]
+fn truncation_at_every_byte_of_the_last_frames() {
+    let dir = tempdir("truncate");
+    let n = 40;
+    let (seg, bytes, pos) = prepare(&dir, n);
+    let from = pos[(n - 4) as usize];
+    let to = pos[n as usize] + 16;
+    for cut in from..=to {
+        std::fs::write(&seg, &bytes[..cut as usize]).unwrap();
+        let expect = pos.iter().skip(1).filter(|&&end| end <= cut).count() as u64;
+        check(&dir, expect.min(n), &format!("cut at {cut}"));
+    }
+}
+
+#[test]
+fn bit_flips_keep_exactly_the_frames_before_the_damage() {
+    let dir = tempdir("flip");
+    let n = 40;
+    let (seg, bytes, pos) = prepare(&dir, n);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for trial in 0..60 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let lo = pos[(n - 12) as usize];
+        let at = lo + rng % (pos[n as usize] - lo);
+        let bit = (rng >> 32) % 8;
+        let mut d = bytes.clone();
+        d[at as usize] ^= 1 << bit;
+        std::fs::write(&seg, &d).unwrap();
+        // The frame holding the byte, and whether the byte is covered by its crc or is padding.
+        let k = pos.iter().rposition(|&p| p <= at).unwrap() as u64;
+        let covered = at < pos[k as usize] + 40 + size(k) as u64;
+        let expect = if covered { k } else { n };
+        check(&dir, expect, &format!("trial {trial}: flip bit {bit} at byte {at} (frame {k})"));
+    }
+}
+
+#[test]
+fn zeroed_tail_is_cut_off() {
+    let dir = tempdir("zero");
+    let n = 40;
+    let (seg, bytes, pos) = prepare(&dir, n);
+    for k in [n - 1, n - 3, n - 10, 1, 0] {
+        for extra in [0u64, 1, 17] {
+            let at = pos[k as usize] + extra;
+            let mut d = bytes.clone();
+            d[at as usize..].fill(0);
+            std::fs::write(&seg, &d).unwrap();
+            let expect = pos.iter().skip(1).filter(|&&end| end <= at).count() as u64;
+            check(&dir, expect, &format!("zeroed from {at}"));
+        }
+    }
+}
+
+#[test]
+fn torn_batch_vanishes_whole() {
+    let dir = tempdir("batch");
+    let e = open(small_config(&dir, 1));
+    let h = e.handle();
+    h.create_log("t").wait().unwrap();
+    for i in 0..5 {
+        h.append("t", payload(0, i, size(i)), Durability::Synced).wait().unwrap();
+    }
+    let recs = (5..10).map(|i| OwnedRecord::new(payload(0, i, size(i)))).collect();
+    assert_eq!(h.append_batch("t", recs, Durability::Synced).wait().unwrap(), 5..10);
+    e.close().unwrap();
+    let seg = segments(&dir).remove(0);
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut pos = vec![4096u64];
+    for i in 0..10 {
+        let p = *pos.last().unwrap();
+        pos.push(p + frame_len(size(i)) as u64);
+    }
+    // Cut anywhere inside the batch: the batch is gone, the five singles stay.
+    for cut in [pos[6], pos[7] + 3, pos[9], pos[10] - 1] {
+        std::fs::write(&seg, &bytes[..cut as usize]).unwrap();
+        check(&dir, 5, &format!("batch cut at {cut}"));
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+    check(&dir, 10, "whole batch");
+}
+
+/// Writes records until at least three segments are sealed.
+fn prepare_sealed(dir: &Path) -> (u64, Vec<PathBuf>) {
+    let e = open(small_config(dir, 1));
+    let h = e.handle();
+    h.create_log("t").wait().unwrap();
+    let mut i = 0u64;
+    while segments(dir).len() < 4 {
+        h.append("t", payload(0, i, 3000 + size(i)), Durability::Written).wait().unwrap();
+        i += 1;
+    }
+    h.sync("t").wait().unwrap();
+    e.close().unwrap();
+    (i, segments(dir))
+}
+
+fn base_of(p: &Path) -> u64 {
+    let name = p.file_name().unwrap().to_str().unwrap();
+    name[17..37].parse().unwrap()
+}
+
+#[test]
+fn damage_in_sealed_segments_is_reported_never_returned() {
+    let dir = tempdir("sealed");
+    let (n, segs) = prepare_sealed(&dir);
+    let first = &segs[0];
+    let pristine = std::fs::read(first).unwrap();
+    let next_base = base_of(&segs[1]);
+    let rec_size = |i: u64| 3000 + size(i);
+
+    // 1. A flipped payload bit in a sealed segment: that record reads as corruption, its
+    //    neighbours and every other segment read fine.
+    let victim = 3u64;
+    let mut p = 4096u64;
+    for i in 0..victim {
+        p += frame_len(rec_size(i)) as u64;
+    }
+    let mut d = pristine.clone();
+    d[(p + 40 + 100) as usize] ^= 0x04;
+    std::fs::write(first, &d).unwrap();
+    {
+        let e = open(small_config(&dir, 1));
+        let h = e.handle();
+        let err = h.read("t", victim).wait().unwrap_err();
+        assert!(matches!(err, Error::Corruption { .. }), "{err}");
+        assert_eq!(h.read("t", victim - 1).wait().unwrap().payload, payload(0, victim - 1, rec_size(victim - 1)));
+        assert_eq!(h.read("t", victim + 1).wait().unwrap().payload, payload(0, victim + 1, rec_size(victim + 1)));
+        // A scan stops before the damaged record: it returns the records before it, then the
+        // next call starting at the victim reports the corruption.
+        let prefix = h.read_from("t", 0, usize::MAX, usize::MAX).wait().unwrap();
+        assert_eq!(prefix.len() as u64, victim);
+        assert!(matches!(h.read_from("t", victim, 10, usize::MAX).wait(), Err(Error::Corruption { .. })));
+        e.close().unwrap();
+    }
+
+    // 2. A damaged trailer: the segment is scanned instead, and everything is still there.
+    let mut d = pristine.clone();
+    let len = d.len();
+    d[len - 50] ^= 0xff;
+    std::fs::write(first, &d).unwrap();
+    {
+        let e = open(small_config(&dir, 1));
+        assert!(e.recovery_reports()[0].scanned >= 1);
+        let all = e.handle().read_from("t", 0, usize::MAX, usize::MAX).wait().unwrap();
+        assert_eq!(all.len() as u64, n);
+        assert!(all.iter().all(|r| r.payload == payload(0, r.offset, rec_size(r.offset))));
+        e.close().unwrap();
+    }
+
+    // 3. Trailer and a frame damaged: the valid prefix stays readable, the lost range is
+    //    reported and reads in it fail with corruption, later segments are untouched.
+    let mut d = pristine.clone();
+    d[len - 50] ^= 0xff;
+    d[(p + 10) as usize] ^= 0x01;
+    std::fs::write(first, &d).unwrap();
+    {
+        let e = open(small_config(&dir, 1));
+        let rep = &e.recovery_reports()[0];
+        assert_eq!(rep.lost_ranges, vec![(victim, next_base)], "{rep:?}");
+        let h = e.handle();
+        for i in 0..victim {
+            assert_eq!(h.read("t", i).wait().unwrap().payload, payload(0, i, rec_size(i)));
+        }
+        for i in victim..next_base {
+            assert!(matches!(h.read("t", i).wait(), Err(Error::Corruption { .. })));
+        }
+        for i in next_base..n {
+            assert_eq!(h.read("t", i).wait().unwrap().payload, payload(0, i, rec_size(i)));
+        }
+        let o = h.append("t", b"still appendable".to_vec(), Durability::Synced).wait().unwrap();
+        assert_eq!(o, n);
+        e.close().unwrap();
+    }
+    std::fs::write(first, &pristine).unwrap();
+}
