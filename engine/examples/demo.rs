@@ -15,11 +15,16 @@ const SYNCED_PER_THREAD: u64 = 500;
 
 fn payload(log: usize, off: u64) -> Vec<u8> {
     let seed = (log as u64) << 40 ^ off;
-    (0..RECORD_BYTES).map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8).collect()
+    (0..RECORD_BYTES)
+        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8)
+        .collect()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::env::args().nth(1).map(Into::into).unwrap_or_else(|| std::path::PathBuf::from("aof-demo-data"));
+    let root = std::env::args()
+        .nth(1)
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from("aof-demo-data"));
     let root: std::path::PathBuf = root;
     if root.exists() {
         std::fs::remove_dir_all(&root)?;
@@ -29,7 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let engine = Engine::open(cfg.clone())?;
     let shards = engine.shards();
-    println!("[1/6] opened {shards} shard(s), one pinned executor each, in {:?}", t.elapsed());
+    println!(
+        "[1/6] opened {shards} shard(s), one pinned executor each, in {:?}",
+        t.elapsed()
+    );
     for w in engine.warnings() {
         println!("      warning: {w}");
     }
@@ -58,7 +66,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for off in 0..RECORDS_PER_LOG {
                 let p = payload(li, off);
                 let s = Instant::now();
-                let got = log.append_record(NewRecord::new(&p).with_tag(off), Durability::Memory).await?;
+                let got = log
+                    .append_record(NewRecord::new(&p).with_tag(off), Durability::Memory)
+                    .await?;
                 hist.record(s.elapsed().as_nanos() as u64).ok();
                 debug_assert_eq!(got, off);
                 if off % 4096 == 0 {
@@ -90,15 +100,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for tid in 0..SYNCED_THREADS {
         let h = h.clone();
         let name = logs[tid % logs.len()].clone();
-        threads.push(std::thread::spawn(move || -> Result<Histogram<u64>, aof_engine::Error> {
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            for k in 0..SYNCED_PER_THREAD {
-                let s = Instant::now();
-                h.append_record(&name, OwnedRecord::new(vec![tid as u8; RECORD_BYTES]).with_tag(k), Durability::Synced).wait()?;
-                hist.record(s.elapsed().as_micros() as u64).ok();
-            }
-            Ok(hist)
-        }));
+        threads.push(std::thread::spawn(
+            move || -> Result<Histogram<u64>, aof_engine::Error> {
+                let mut hist = Histogram::<u64>::new(3).expect("histogram");
+                for k in 0..SYNCED_PER_THREAD {
+                    let s = Instant::now();
+                    h.append_record(
+                        &name,
+                        OwnedRecord::new(vec![tid as u8; RECORD_BYTES]).with_tag(k),
+                        Durability::Synced,
+                    )
+                    .wait()?;
+                    hist.record(s.elapsed().as_micros() as u64).ok();
+                }
+                Ok(hist)
+            },
+        ));
     }
     let mut hist = Histogram::<u64>::new(3)?;
     for t in threads {
@@ -117,7 +134,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut hist = Histogram::<u64>::new(3)?;
     for k in 0..5000u64 {
         let s = Instant::now();
-        h.append(&logs[0], k.to_le_bytes().to_vec(), Durability::Memory).wait()?;
+        h.append(&logs[0], k.to_le_bytes().to_vec(), Durability::Memory)
+            .wait()?;
         hist.record(s.elapsed().as_nanos() as u64).ok();
     }
     println!(

@@ -95,7 +95,9 @@ impl DirLock {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(Error::Locked { path: root.to_path_buf() });
+                return Err(Error::Locked {
+                    path: root.to_path_buf(),
+                });
             }
             return Err(Error::io("flock", &path, err));
         }

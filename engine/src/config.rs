@@ -103,7 +103,7 @@ impl Config {
             ));
         }
         let max_frame = frame_len(self.max_record_bytes as usize) as u64;
-        if self.segment_size_bytes % BLOCK_SIZE != 0
+        if !self.segment_size_bytes.is_multiple_of(BLOCK_SIZE)
             || self.segment_size_bytes < SEGMENT_HEADER_BYTES + 2 * max_frame
         {
             return bad(format!(
@@ -126,7 +126,10 @@ impl Config {
             ));
         }
         if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(60) {
-            return bad(format!("flush_interval = {:?} must be in (0, 60 s]", self.flush_interval));
+            return bad(format!(
+                "flush_interval = {:?} must be in (0, 60 s]",
+                self.flush_interval
+            ));
         }
         if self.index_interval_bytes < 512 || self.index_interval_bytes > self.segment_size_bytes {
             return bad(format!(
@@ -135,7 +138,10 @@ impl Config {
             ));
         }
         if self.inbox_capacity < 2 || self.inbox_capacity > 1 << 20 {
-            return bad(format!("inbox_capacity = {} must be in 2..=1048576", self.inbox_capacity));
+            return bad(format!(
+                "inbox_capacity = {} must be in 2..=1048576",
+                self.inbox_capacity
+            ));
         }
         if self.ring_depth == 0 || self.ring_depth > 32768 {
             return bad(format!("ring_depth = {} must be in 1..=32768", self.ring_depth));

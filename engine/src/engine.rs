@@ -130,8 +130,20 @@ impl Engine {
                 tracing::warn!(log = %r.log, ?r, "recovery repaired damage");
             }
         }
-        let handle = Handle { inner: Arc::new(HandleInner { mailboxes, placement, config }) };
-        Ok(Engine { handle, threads, reports, warnings, _lock: Some(lock) })
+        let handle = Handle {
+            inner: Arc::new(HandleInner {
+                mailboxes,
+                placement,
+                config,
+            }),
+        };
+        Ok(Engine {
+            handle,
+            threads,
+            reports,
+            warnings,
+            _lock: Some(lock),
+        })
     }
 
     /// A cloneable, `Send + Sync` handle for any thread.
@@ -221,7 +233,9 @@ fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }
 
@@ -259,7 +273,10 @@ impl Handle {
         Fut: Future<Output = Result<T>> + 'static,
     {
         let Some(mailbox) = self.inner.mailboxes.get(shard) else {
-            return Reply::ready(Err(Error::Config(format!("no shard {shard}: the engine has {}", self.shards()))));
+            return Reply::ready(Err(Error::Config(format!(
+                "no shard {shard}: the engine has {}",
+                self.shards()
+            ))));
         };
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |core: &ShardRef| {
@@ -309,7 +326,9 @@ impl Handle {
 
     pub fn create_log(&self, name: &str) -> Reply<()> {
         let name = name.to_owned();
-        self.request(self.shard_of(&name), false, move |core| async move { core.create_log(&name).await })
+        self.request(self.shard_of(&name), false, move |core| async move {
+            core.create_log(&name).await
+        })
     }
 
     /// Appends one record; waits for memory budget if the shard is full.
@@ -355,7 +374,12 @@ impl Handle {
         self.request(self.shard_of(&name), false, move |core| async move {
             let mut v = core.read_from(&name, offset, 1, usize::MAX).await?;
             // A readable offset always yields its record or an error, never nothing.
-            v.pop().ok_or(Error::OffsetOutOfRange { log: name, offset, first: 0, next: 0 })
+            v.pop().ok_or(Error::OffsetOutOfRange {
+                log: name,
+                offset,
+                first: 0,
+                next: 0,
+            })
         })
     }
 
@@ -370,7 +394,9 @@ impl Handle {
 
     /// Resolves once `offset` is readable (its append acknowledged).
     pub fn wait_for(&self, name: &str, offset: u64) -> Reply<()> {
-        self.to_log(name, false, move |core, log| async move { log.wait_visible(offset, &core.closing).await })
+        self.to_log(name, false, move |core, log| async move {
+            log.wait_visible(offset, &core.closing).await
+        })
     }
 
     /// `(first readable offset, next offset to be assigned, visible up to)`.
@@ -383,7 +409,12 @@ impl Handle {
 
     /// A blocking iterator over the log from `from`, following it as it grows.
     pub fn follow(&self, name: &str, from: u64) -> Follow {
-        Follow { handle: self.clone(), name: name.to_owned(), next: from, buf: VecDeque::new() }
+        Follow {
+            handle: self.clone(),
+            name: name.to_owned(),
+            next: from,
+            buf: VecDeque::new(),
+        }
     }
 }
 
@@ -429,7 +460,10 @@ impl Shard {
 
     /// A local handle to a log owned by this shard. `WrongShard` if another shard owns it.
     pub fn log(&self, name: &str) -> Result<LocalLog> {
-        Ok(LocalLog { log: self.core.log(name)?, core: self.core.clone() })
+        Ok(LocalLog {
+            log: self.core.log(name)?,
+            core: self.core.clone(),
+        })
     }
 
     /// Bytes appended on this shard and not yet written.
@@ -490,11 +524,18 @@ impl LocalLog {
 
     pub async fn read(&self, offset: u64) -> Result<Record> {
         let mut v = self.read_from(offset, 1, usize::MAX).await?;
-        v.pop().ok_or(Error::OffsetOutOfRange { log: self.log.name.clone(), offset, first: 0, next: 0 })
+        v.pop().ok_or(Error::OffsetOutOfRange {
+            log: self.log.name.clone(),
+            offset,
+            first: 0,
+            next: 0,
+        })
     }
 
     pub async fn read_from(&self, offset: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
-        self.core.read_from(&self.log.name, offset, max_records, max_bytes).await
+        self.core
+            .read_from(&self.log.name, offset, max_records, max_bytes)
+            .await
     }
 
     /// Waits until `offset` is readable.
@@ -504,7 +545,11 @@ impl LocalLog {
 
     /// A reader that yields records from `from` on and waits for new ones.
     pub fn tail(&self, from: u64) -> Tail {
-        Tail { log: self.clone(), next: from, buf: VecDeque::new() }
+        Tail {
+            log: self.clone(),
+            next: from,
+            buf: VecDeque::new(),
+        }
     }
 
     pub fn next_offset(&self) -> u64 {

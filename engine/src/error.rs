@@ -25,7 +25,12 @@ pub enum Error {
     BadLogName { reason: &'static str },
 
     #[error("offset {offset} of log {log:?} is out of range: readable offsets are {first}..{next}")]
-    OffsetOutOfRange { log: String, offset: u64, first: u64, next: u64 },
+    OffsetOutOfRange {
+        log: String,
+        offset: u64,
+        first: u64,
+        next: u64,
+    },
 
     #[error("log {log:?} belongs to shard {owner}, not to shard {this}: use spawn_on({owner}, …) or the Handle")]
     WrongShard { log: String, owner: usize, this: usize },
@@ -54,7 +59,12 @@ pub enum Error {
     Environment { problem: String, remedy: String },
 
     #[error("data directory {path} has logs on shard {found}, but the engine is configured with {configured} shards: open with at least {need} shards")]
-    ShardCountTooSmall { path: PathBuf, found: usize, configured: usize, need: usize },
+    ShardCountTooSmall {
+        path: PathBuf,
+        found: usize,
+        configured: usize,
+        need: usize,
+    },
 
     #[error("data directory {path} does not exist (set Config::create_if_missing to create it)")]
     MissingDirectory { path: PathBuf },
@@ -71,7 +81,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// Converts a glommio error into an I/O error carrying our operation name and path.
@@ -83,15 +97,18 @@ impl Error {
             glommio::GlommioError::EnhancedIoError { source, .. } => source,
             other => std::io::Error::other(other.to_string()),
         };
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// True if the error is the device running out of space (ENOSPC or EDQUOT).
     pub fn is_storage_full(&self) -> bool {
         match self {
             Error::Io { source, .. } => {
-                source.kind() == std::io::ErrorKind::StorageFull
-                    || source.kind() == std::io::ErrorKind::QuotaExceeded
+                source.kind() == std::io::ErrorKind::StorageFull || source.kind() == std::io::ErrorKind::QuotaExceeded
             }
             _ => false,
         }

@@ -110,7 +110,9 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
             }
             Action::AgeRoll => {
                 let cfg = &core.config;
-                log.inner.borrow_mut().roll(log.id, &log.dir, cfg.segment_size_bytes, cfg.index_interval_bytes);
+                log.inner
+                    .borrow_mut()
+                    .roll(log.id, &log.dir, cfg.segment_size_bytes, cfg.index_interval_bytes);
                 Ok(())
             }
         };
@@ -130,7 +132,11 @@ async fn write_segment(log: &Log, core: &ShardCore, base: u64) -> Result<u64> {
     let (file, path, spare, pos, buf, end, upto, old_disk_end) = {
         let mut inner = log.inner.borrow_mut();
         let Some(s) = inner.open_segment_mut(base) else {
-            return Err(Error::Corruption { path: log.dir.clone(), pos: 0, detail: format!("segment {base} missing") });
+            return Err(Error::Corruption {
+                path: log.dir.clone(),
+                pos: 0,
+                detail: format!("segment {base} missing"),
+            });
         };
         debug_assert_eq!(s.stage_pos % BLOCK_SIZE, 0);
         debug_assert!(s.inflight.is_none(), "one write per segment at a time");
@@ -146,18 +152,40 @@ async fn write_segment(log: &Log, core: &ShardCore, base: u64) -> Result<u64> {
         s.stage_pos = align_down(end);
         let buf = Rc::new(buf);
         s.inflight = Some((pos, buf.clone()));
-        (s.file.clone(), s.path.clone(), s.spare_path.take(), pos, buf, end, s.next_offset, s.disk_end)
+        (
+            s.file.clone(),
+            s.path.clone(),
+            s.spare_path.take(),
+            pos,
+            buf,
+            end,
+            s.next_offset,
+            s.disk_end,
+        )
     };
     if let Some(spare) = spare {
         // The file takes its real name before its first byte of data is written, so a record
         // acknowledged as written is always found by recovery under the right name.
-        file.rename(&path).await.map_err(|e| Error::glommio("rename spare segment", &spare, e))?;
-        let dir = Directory::open(&log.dir).await.map_err(|e| Error::glommio("open directory", &log.dir, e))?;
-        dir.sync().await.map_err(|e| Error::glommio("fsync directory", &log.dir, e))?;
+        file.rename(&path)
+            .await
+            .map_err(|e| Error::glommio("rename spare segment", &spare, e))?;
+        let dir = Directory::open(&log.dir)
+            .await
+            .map_err(|e| Error::glommio("open directory", &log.dir, e))?;
+        dir.sync()
+            .await
+            .map_err(|e| Error::glommio("fsync directory", &log.dir, e))?;
     }
-    let n = file.write_rc_at(buf.clone(), pos).await.map_err(|e| Error::glommio("write", &path, e))?;
+    let n = file
+        .write_rc_at(buf.clone(), pos)
+        .await
+        .map_err(|e| Error::glommio("write", &path, e))?;
     if n != buf.len() {
-        return Err(Error::io("write", &path, std::io::Error::other(format!("short write: {n} of {}", buf.len()))));
+        return Err(Error::io(
+            "write",
+            &path,
+            std::io::Error::other(format!("short write: {n} of {}", buf.len())),
+        ));
     }
     let mut inner = log.inner.borrow_mut();
     if let Some(s) = inner.open_segment_mut(base) {
@@ -187,7 +215,9 @@ async fn flush_active(log: &Log, core: &ShardCore, sync: bool) -> Result<()> {
             let s = i.open_segment(base).expect("segment being flushed is open");
             (s.file.clone(), s.path.clone())
         };
-        file.fdatasync().await.map_err(|e| Error::glommio("fdatasync", &path, e))?;
+        file.fdatasync()
+            .await
+            .map_err(|e| Error::glommio("fdatasync", &path, e))?;
         let mut i = log.inner.borrow_mut();
         i.synced_upto = i.synced_upto.max(upto);
         i.settle();
@@ -202,7 +232,9 @@ async fn sync_active(log: &Log) -> Result<()> {
         let i = log.inner.borrow();
         (i.active.file.clone(), i.active.path.clone(), i.written_upto)
     };
-    file.fdatasync().await.map_err(|e| Error::glommio("fdatasync", &path, e))?;
+    file.fdatasync()
+        .await
+        .map_err(|e| Error::glommio("fdatasync", &path, e))?;
     let mut i = log.inner.borrow_mut();
     i.synced_upto = i.synced_upto.max(upto);
     // Nothing unflushed remains, so there is nothing more to sync until new appends.
@@ -216,7 +248,13 @@ async fn sync_active(log: &Log) -> Result<()> {
 /// Flushes the oldest rolled segment, writes its seal (index and trailer), trims the file and
 /// syncs it, then moves it to the sealed list.
 async fn seal_front(log: &Log, core: &ShardCore) -> Result<()> {
-    let base = log.inner.borrow().rolled.front().map(|s| s.base_offset).expect("rolled segment");
+    let base = log
+        .inner
+        .borrow()
+        .rolled
+        .front()
+        .map(|s| s.base_offset)
+        .expect("rolled segment");
     let needs_write = {
         let i = log.inner.borrow();
         let s = i.rolled.front().expect("rolled");
@@ -246,9 +284,15 @@ async fn seal_front(log: &Log, core: &ShardCore) -> Result<()> {
     let seal_pos = align_up(trailer.data_end);
     let mut buf = file.alloc_dma_buffer(seal.len());
     buf.as_bytes_mut().copy_from_slice(&seal);
-    file.write_at(buf, seal_pos).await.map_err(|e| Error::glommio("write seal", &path, e))?;
-    file.truncate(seal_pos + seal.len() as u64).await.map_err(|e| Error::glommio("truncate", &path, e))?;
-    file.fdatasync().await.map_err(|e| Error::glommio("fdatasync", &path, e))?;
+    file.write_at(buf, seal_pos)
+        .await
+        .map_err(|e| Error::glommio("write seal", &path, e))?;
+    file.truncate(seal_pos + seal.len() as u64)
+        .await
+        .map_err(|e| Error::glommio("truncate", &path, e))?;
+    file.fdatasync()
+        .await
+        .map_err(|e| Error::glommio("fdatasync", &path, e))?;
     let mut i = log.inner.borrow_mut();
     let s = i.rolled.pop_front().expect("rolled");
     i.written_upto = i.written_upto.max(s.next_offset);
@@ -270,7 +314,9 @@ async fn seal_front(log: &Log, core: &ShardCore) -> Result<()> {
 
 /// Creates and preallocates the file the next segment will live in.
 async fn make_spare(log: &Log, core: &ShardCore) {
-    let path = log.dir.join(format!("spare-{}-{}.tmp", crate::record::now_ns(), core.next_serial()));
+    let path = log
+        .dir
+        .join(format!("spare-{}-{}.tmp", crate::record::now_ns(), core.next_serial()));
     let size = core.config.segment_size_bytes;
     let prealloc = core.config.preallocate;
     let result = async {

@@ -28,6 +28,6 @@ pub const LOG_NAME_BYTES_MAX: usize = 1024;
 /// Records in one `append_batch`. A batch is written contiguously into one segment.
 pub const BATCH_RECORDS_MAX: usize = 65_536;
 
-const _: () = assert!(SEGMENT_HEADER_BYTES % BLOCK_SIZE == 0);
-const _: () = assert!(FRAME_HEADER_BYTES % FRAME_ALIGN == 0);
-const _: () = assert!(BLOCK_SIZE as usize % FRAME_ALIGN == 0);
+const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(BLOCK_SIZE));
+const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGN));
+const _: () = assert!((BLOCK_SIZE as usize).is_multiple_of(FRAME_ALIGN));

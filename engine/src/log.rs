@@ -111,7 +111,12 @@ impl LogInner {
             return false;
         };
         let base = self.next_offset;
-        let header = SegmentHeader { log_id, base_offset: base, created_ns: now_ns() }.encode();
+        let header = SegmentHeader {
+            log_id,
+            base_offset: base,
+            created_ns: now_ns(),
+        }
+        .encode();
         let new = ActiveSegment {
             base_offset: base,
             path: dir.join(file_name(log_id, base)),
@@ -143,24 +148,36 @@ impl Log {
     fn check(&self, core: &ShardCore, recs: &[NewRecord<'_>]) -> Result<u64> {
         let cfg = &core.config;
         if recs.is_empty() || recs.len() > BATCH_RECORDS_MAX {
-            return Err(Error::BadBatch { count: recs.len(), max: BATCH_RECORDS_MAX });
+            return Err(Error::BadBatch {
+                count: recs.len(),
+                max: BATCH_RECORDS_MAX,
+            });
         }
         let mut total = 0u64;
         for r in recs {
             if r.payload.len() > cfg.max_record_bytes as usize {
-                return Err(Error::RecordTooLarge { size: r.payload.len(), max: cfg.max_record_bytes });
+                return Err(Error::RecordTooLarge {
+                    size: r.payload.len(),
+                    max: cfg.max_record_bytes,
+                });
             }
             total += frame::frame_len(r.payload.len()) as u64;
         }
         if total > cfg.segment_size_bytes - BLOCK_SIZE || total > cfg.shard_memory_budget_bytes / 2 {
-            return Err(Error::BadBatch { count: recs.len(), max: BATCH_RECORDS_MAX });
+            return Err(Error::BadBatch {
+                count: recs.len(),
+                max: BATCH_RECORDS_MAX,
+            });
         }
         if core.closing.get() {
             return Err(Error::ShuttingDown);
         }
         let inner = self.inner.borrow();
         if let Some(f) = &inner.failed {
-            return Err(Error::LogFailed { log: self.name.clone(), detail: f.clone() });
+            return Err(Error::LogFailed {
+                log: self.name.clone(),
+                detail: f.clone(),
+            });
         }
         Ok(total)
     }
@@ -293,11 +310,20 @@ impl Log {
         self.changed
             .wait_for(|| {
                 let i = self.inner.borrow();
-                let mark = if durability == Durability::Synced { i.synced_upto } else { i.written_upto };
+                let mark = if durability == Durability::Synced {
+                    i.synced_upto
+                } else {
+                    i.written_upto
+                };
                 if mark >= end {
                     Some(Ok(()))
                 } else {
-                    i.failed.as_ref().map(|f| Err(Error::LogFailed { log: self.name.clone(), detail: f.clone() }))
+                    i.failed.as_ref().map(|f| {
+                        Err(Error::LogFailed {
+                            log: self.name.clone(),
+                            detail: f.clone(),
+                        })
+                    })
                 }
             })
             .await

@@ -42,7 +42,11 @@ impl LogInner {
         for s in std::iter::once(&self.active).chain(self.rolled.iter()) {
             if s.base_offset <= offset && offset < s.next_offset {
                 let entry = locate(s.index_entries(), offset).expect("open segment indexes its first record");
-                return Ok(Found { base: s.base_offset, entry, seg_next: s.next_offset });
+                return Ok(Found {
+                    base: s.base_offset,
+                    entry,
+                    seg_next: s.next_offset,
+                });
             }
         }
         let i = self.sealed.partition_point(|s| s.base_offset <= offset);
@@ -50,7 +54,11 @@ impl LogInner {
             let s = &self.sealed[i - 1];
             if offset < s.next_offset {
                 if let Some(entry) = locate(&s.index, offset) {
-                    return Ok(Found { base: s.base_offset, entry, seg_next: s.next_offset });
+                    return Ok(Found {
+                        base: s.base_offset,
+                        entry,
+                        seg_next: s.next_offset,
+                    });
                 }
             }
             return Err(Error::Corruption {
@@ -62,7 +70,12 @@ impl LogInner {
                 ),
             });
         }
-        Err(Error::OffsetOutOfRange { log: log.to_owned(), offset, first: self.first_offset, next: visible })
+        Err(Error::OffsetOutOfRange {
+            log: log.to_owned(),
+            offset,
+            first: self.first_offset,
+            next: visible,
+        })
     }
 
     fn plan_fetch(&self, base: u64, pos: u64, len: usize) -> Option<Fetch> {
@@ -79,14 +92,22 @@ impl LogInner {
                 at = chunk_end;
             }
             let disk = (pos < floor).then(|| (s.file.clone(), pos, (floor - pos) as usize, floor));
-            return Some(Fetch { disk, mem, path: s.path.clone() });
+            return Some(Fetch {
+                disk,
+                mem,
+                path: s.path.clone(),
+            });
         }
         let i = self.sealed.partition_point(|s| s.base_offset <= base);
         let s = self.sealed.get(i.checked_sub(1)?)?;
         if s.base_offset != base {
             return None;
         }
-        Some(Fetch { disk: Some((s.file.clone(), pos, len, s.data_end)), mem: Vec::new(), path: s.path.clone() })
+        Some(Fetch {
+            disk: Some((s.file.clone(), pos, len, s.data_end)),
+            mem: Vec::new(),
+            path: s.path.clone(),
+        })
     }
 }
 
@@ -110,12 +131,24 @@ impl Log {
 
     /// Reads up to `max_records` records (at least one if `from` is readable) starting at
     /// `from`, stopping before `max_bytes` of payload would be passed.
-    pub(crate) async fn read_from(&self, from: u64, max_records: usize, max_bytes: usize, max_payload: u32, window: usize) -> Result<Vec<Record>> {
+    pub(crate) async fn read_from(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        max_payload: u32,
+        window: usize,
+    ) -> Result<Vec<Record>> {
         let visible = {
             let i = self.inner.borrow();
             let visible = i.visible_upto();
             if from < i.first_offset || from >= visible {
-                return Err(Error::OffsetOutOfRange { log: self.name.clone(), offset: from, first: i.first_offset, next: visible });
+                return Err(Error::OffsetOutOfRange {
+                    log: self.name.clone(),
+                    offset: from,
+                    first: i.first_offset,
+                    next: visible,
+                });
             }
             visible
         };
@@ -186,7 +219,11 @@ impl Log {
     }
 
     fn corrupt(&self, path: &std::path::Path, pos: u64, offset: u64, what: &str) -> Error {
-        Error::Corruption { path: path.to_path_buf(), pos, detail: format!("reading record {offset}: {what}") }
+        Error::Corruption {
+            path: path.to_path_buf(),
+            pos,
+            detail: format!("reading record {offset}: {what}"),
+        }
     }
 
     /// Waits until `offset` is visible (or the log fails or the shard closes).
@@ -199,7 +236,12 @@ impl Log {
                 } else if closing.get() {
                     Some(Err(Error::ShuttingDown))
                 } else {
-                    i.failed.as_ref().map(|f| Err(Error::LogFailed { log: self.name.clone(), detail: f.clone() }))
+                    i.failed.as_ref().map(|f| {
+                        Err(Error::LogFailed {
+                            log: self.name.clone(),
+                            detail: f.clone(),
+                        })
+                    })
                 }
             })
             .await

@@ -13,7 +13,11 @@ pub struct NewRecord<'a> {
 
 impl<'a> NewRecord<'a> {
     pub fn new(payload: &'a [u8]) -> Self {
-        NewRecord { payload, tag: None, timestamp_ns: None }
+        NewRecord {
+            payload,
+            tag: None,
+            timestamp_ns: None,
+        }
     }
 
     pub fn with_tag(mut self, tag: u64) -> Self {
@@ -37,7 +41,11 @@ pub struct OwnedRecord {
 
 impl OwnedRecord {
     pub fn new(payload: impl Into<Vec<u8>>) -> Self {
-        OwnedRecord { payload: payload.into(), tag: None, timestamp_ns: None }
+        OwnedRecord {
+            payload: payload.into(),
+            tag: None,
+            timestamp_ns: None,
+        }
     }
 
     pub fn with_tag(mut self, tag: u64) -> Self {
@@ -46,7 +54,11 @@ impl OwnedRecord {
     }
 
     pub fn as_new(&self) -> NewRecord<'_> {
-        NewRecord { payload: &self.payload, tag: self.tag, timestamp_ns: self.timestamp_ns }
+        NewRecord {
+            payload: &self.payload,
+            tag: self.tag,
+            timestamp_ns: self.timestamp_ns,
+        }
     }
 }
 

@@ -43,7 +43,11 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
 pub fn read_meta(dir: &Path) -> Result<LogMeta> {
     let p = dir.join(logmeta::FILE_NAME);
     let b = std::fs::read(&p).map_err(io("read", &p))?;
-    LogMeta::decode(&b).map_err(|d| Error::Corruption { path: p, pos: 0, detail: d.into() })
+    LogMeta::decode(&b).map_err(|d| Error::Corruption {
+        path: p,
+        pos: 0,
+        detail: d.into(),
+    })
 }
 
 /// Writes `log.meta` crash-safely: temp file, fsync, rename, directory fsync.
@@ -59,7 +63,9 @@ pub fn write_meta(dir: &Path, meta: &LogMeta) -> Result<()> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))
 }
 
 /// Creates a segment file with its header written and synced, preallocated to full size.
@@ -77,10 +83,17 @@ async fn create_segment(cfg: &Config, dir: &Path, log_id: u64, base: u64) -> Res
             .await
             .map_err(|e| Error::glommio("preallocate segment", &path, e))?;
     }
-    let header = SegmentHeader { log_id, base_offset: base, created_ns: now_ns() }.encode();
+    let header = SegmentHeader {
+        log_id,
+        base_offset: base,
+        created_ns: now_ns(),
+    }
+    .encode();
     let mut buf = f.alloc_dma_buffer(header.len());
     buf.as_bytes_mut().copy_from_slice(&header);
-    f.write_at(buf, 0).await.map_err(|e| Error::glommio("write header", &path, e))?;
+    f.write_at(buf, 0)
+        .await
+        .map_err(|e| Error::glommio("write header", &path, e))?;
     f.fdatasync().await.map_err(|e| Error::glommio("fdatasync", &path, e))?;
     sync_dir(dir)?;
     Ok((path, Rc::new(f)))
@@ -197,7 +210,10 @@ fn read_sealed(bytes: &[u8], base: u64) -> Option<(fmt::Trailer, Vec<fmt::IndexE
 /// Opens an existing log directory, repairing its tail.
 pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport)> {
     let meta = read_meta(&dir)?;
-    let mut report = RecoveryReport { log: meta.name.clone(), ..Default::default() };
+    let mut report = RecoveryReport {
+        log: meta.name.clone(),
+        ..Default::default()
+    };
     let files = list_segments(&dir, meta.log_id, &mut report)?;
     let mut sealed: Vec<SealedSegment> = Vec::new();
     let mut tail: Option<(SegFile, Scan, Vec<u8>)> = None;
@@ -212,7 +228,10 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
                 return Err(Error::Corruption {
                     path: sf.path.clone(),
                     pos: 0,
-                    detail: format!("segment base {} overlaps the previous segment ending at {}", sf.base, prev.next_offset),
+                    detail: format!(
+                        "segment base {} overlaps the previous segment ending at {}",
+                        sf.base, prev.next_offset
+                    ),
                 });
             }
             if sf.base > prev.next_offset {
@@ -234,13 +253,18 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
         }
         report.scanned += 1;
         if SegmentHeader::decode(&bytes).is_err() {
-            report.notes.push(format!("{}: segment header damaged or never written", sf.path.display()));
+            report.notes.push(format!(
+                "{}: segment header damaged or never written",
+                sf.path.display()
+            ));
         }
         let data = bytes.get(BLOCK_SIZE as usize..).unwrap_or(&[]);
         let s = scan::scan(data, sf.base, cfg.max_record_bytes, cfg.index_interval_bytes);
         if let Some((pos, why)) = s.stopped {
             if !why.is_clean_end() || !last {
-                report.notes.push(format!("{}: scan stopped at byte {pos}: {why:?}", sf.path.display()));
+                report
+                    .notes
+                    .push(format!("{}: scan stopped at byte {pos}: {why:?}", sf.path.display()));
             }
         }
         if last {
@@ -260,7 +284,11 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
             });
         }
     }
-    let first = sealed.first().map(|s| s.base_offset).or(tail.as_ref().map(|t| t.0.base)).unwrap_or(0);
+    let first = sealed
+        .first()
+        .map(|s| s.base_offset)
+        .or(tail.as_ref().map(|t| t.0.base))
+        .unwrap_or(0);
     let active = match tail {
         Some((sf, s, bytes)) if s.next_offset > sf.base || SegmentHeader::decode(&bytes).is_ok() => {
             repair_tail(cfg, meta.log_id, sf, s, &bytes, &mut report).await?
@@ -269,7 +297,9 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
             // A segment file that never received its header (crash right after it was named):
             // it holds nothing; start the log's next segment afresh.
             std::fs::remove_file(&sf.path).map_err(io("remove empty segment", &sf.path))?;
-            report.notes.push(format!("removed empty segment {}", sf.path.display()));
+            report
+                .notes
+                .push(format!("removed empty segment {}", sf.path.display()));
             let base = sealed.last().map(|s| s.next_offset).unwrap_or(sf.base);
             let (path, file) = create_segment(cfg, &dir, meta.log_id, base).await?;
             fresh_active(cfg, base, path, file)
@@ -303,7 +333,14 @@ async fn open_dma(path: &Path, write: bool) -> Result<Rc<DmaFile>> {
 
 /// Makes the unsealed last segment appendable again: everything after the valid prefix is
 /// cut off and zeroed, so a stale frame can never reappear behind new appends.
-async fn repair_tail(cfg: &Config, log_id: u64, sf: SegFile, s: Scan, bytes: &[u8], report: &mut RecoveryReport) -> Result<ActiveSegment> {
+async fn repair_tail(
+    cfg: &Config,
+    log_id: u64,
+    sf: SegFile,
+    s: Scan,
+    bytes: &[u8],
+    report: &mut RecoveryReport,
+) -> Result<ActiveSegment> {
     let file = open_dma(&sf.path, true).await?;
     let valid_end = s.data_end;
     let used_end = last_nonzero(bytes).max(valid_end);
@@ -311,11 +348,20 @@ async fn repair_tail(cfg: &Config, log_id: u64, sf: SegFile, s: Scan, bytes: &[u
     report.dropped_batch_records = s.dropped_batch_records;
     if SegmentHeader::decode(bytes).is_err() {
         // The frames verified on their own; rewrite the header so the file is whole again.
-        let h = SegmentHeader { log_id, base_offset: sf.base, created_ns: now_ns() }.encode();
+        let h = SegmentHeader {
+            log_id,
+            base_offset: sf.base,
+            created_ns: now_ns(),
+        }
+        .encode();
         let mut buf = file.alloc_dma_buffer(h.len());
         buf.as_bytes_mut().copy_from_slice(&h);
-        file.write_at(buf, 0).await.map_err(|e| Error::glommio("rewrite header", &sf.path, e))?;
-        report.notes.push(format!("{}: rewrote damaged header", sf.path.display()));
+        file.write_at(buf, 0)
+            .await
+            .map_err(|e| Error::glommio("rewrite header", &sf.path, e))?;
+        report
+            .notes
+            .push(format!("{}: rewrote damaged header", sf.path.display()));
     }
     let stage_pos = align_down(valid_end);
     let staging = bytes[stage_pos as usize..valid_end as usize].to_vec();
@@ -325,15 +371,21 @@ async fn repair_tail(cfg: &Config, log_id: u64, sf: SegFile, s: Scan, bytes: &[u
         let mut buf = file.alloc_dma_buffer(BLOCK_SIZE as usize);
         buf.as_bytes_mut().fill(0);
         buf.as_bytes_mut()[..staging.len()].copy_from_slice(&staging);
-        file.write_at(buf, stage_pos).await.map_err(|e| Error::glommio("rewrite tail block", &sf.path, e))?;
+        file.write_at(buf, stage_pos)
+            .await
+            .map_err(|e| Error::glommio("rewrite tail block", &sf.path, e))?;
     }
-    file.truncate(align_up(valid_end)).await.map_err(|e| Error::glommio("truncate", &sf.path, e))?;
+    file.truncate(align_up(valid_end))
+        .await
+        .map_err(|e| Error::glommio("truncate", &sf.path, e))?;
     if cfg.preallocate {
         file.pre_allocate(cfg.segment_size_bytes.max(align_up(valid_end)), false)
             .await
             .map_err(|e| Error::glommio("preallocate segment", &sf.path, e))?;
     }
-    file.fdatasync().await.map_err(|e| Error::glommio("fdatasync", &sf.path, e))?;
+    file.fdatasync()
+        .await
+        .map_err(|e| Error::glommio("fdatasync", &sf.path, e))?;
     Ok(ActiveSegment {
         base_offset: sf.base,
         path: sf.path,

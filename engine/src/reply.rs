@@ -17,17 +17,29 @@ pub struct Reply<T> {
 
 enum State<T> {
     Ready(Option<Result<T>>),
-    Unsent { job: Option<Job>, mailbox: Arc<Mailbox>, rx: oneshot::Receiver<Result<T>> },
+    Unsent {
+        job: Option<Job>,
+        mailbox: Arc<Mailbox>,
+        rx: oneshot::Receiver<Result<T>>,
+    },
     Sent(oneshot::Receiver<Result<T>>),
 }
 
 impl<T> Reply<T> {
     pub(crate) fn ready(r: Result<T>) -> Self {
-        Reply { state: State::Ready(Some(r)) }
+        Reply {
+            state: State::Ready(Some(r)),
+        }
     }
 
     pub(crate) fn unsent(job: Job, mailbox: Arc<Mailbox>, rx: oneshot::Receiver<Result<T>>) -> Self {
-        Reply { state: State::Unsent { job: Some(job), mailbox, rx } }
+        Reply {
+            state: State::Unsent {
+                job: Some(job),
+                mailbox,
+                rx,
+            },
+        }
     }
 
     pub(crate) fn sent(rx: oneshot::Receiver<Result<T>>) -> Self {
@@ -72,7 +84,9 @@ impl<T> Future for Reply<T> {
                     return Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(Error::ShuttingDown)));
                 }
                 State::Unsent { job, mailbox, rx } => {
-                    let Some(j) = job.take() else { return Poll::Ready(Err(Error::ShuttingDown)) };
+                    let Some(j) = job.take() else {
+                        return Poll::Ready(Err(Error::ShuttingDown));
+                    };
                     match mailbox.try_send(j) {
                         Ok(()) => {
                             let rx = std::mem::replace(rx, oneshot::channel().1);

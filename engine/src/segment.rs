@@ -116,7 +116,10 @@ pub async fn read_disk(file: &DmaFile, path: &std::path::Path, pos: u64, len: us
     if len == 0 {
         return Ok(Vec::new());
     }
-    let r = file.read_at(pos, len).await.map_err(|e| Error::glommio("read", path, e))?;
+    let r = file
+        .read_at(pos, len)
+        .await
+        .map_err(|e| Error::glommio("read", path, e))?;
     Ok(r.to_vec())
 }
 
@@ -124,13 +127,22 @@ pub async fn read_disk(file: &DmaFile, path: &std::path::Path, pos: u64, len: us
 /// it is the one expected. Any mismatch is corruption: the index pointed at a frame that is
 /// damaged, and a damaged record is never returned.
 pub fn decode_record(bytes: &[u8], expect: u64, max_payload: u32, path: &std::path::Path, pos: u64) -> Result<Record> {
-    let corrupt = |detail: String| Error::Corruption { path: path.to_path_buf(), pos, detail };
+    let corrupt = |detail: String| Error::Corruption {
+        path: path.to_path_buf(),
+        pos,
+        detail,
+    };
     let h = frame::decode(bytes, max_payload).map_err(|e| corrupt(format!("record {expect}: {e:?}")))?;
     if h.offset != expect {
         return Err(corrupt(format!("expected record {expect}, found {}", h.offset)));
     }
     let payload = bytes[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + h.payload_len as usize].to_vec();
-    Ok(Record { offset: h.offset, timestamp_ns: h.timestamp_ns, tag: h.tag, payload })
+    Ok(Record {
+        offset: h.offset,
+        timestamp_ns: h.timestamp_ns,
+        tag: h.tag,
+        payload,
+    })
 }
 
 /// Where the next frame starts, from a header that has not been crc-checked (used only to

@@ -93,7 +93,11 @@ impl ShardCore {
         }
         let owner = self.placement.shard_of(name);
         if owner != self.id {
-            return Err(Error::WrongShard { log: name.to_owned(), owner, this: self.id });
+            return Err(Error::WrongShard {
+                log: name.to_owned(),
+                owner,
+                this: self.id,
+            });
         }
         Err(Error::UnknownLog { name: name.to_owned() })
     }
@@ -102,7 +106,11 @@ impl ShardCore {
         validate_name(name)?;
         let owner = self.placement.shard_of(name);
         if owner != self.id {
-            return Err(Error::WrongShard { log: name.to_owned(), owner, this: self.id });
+            return Err(Error::WrongShard {
+                log: name.to_owned(),
+                owner,
+                this: self.id,
+            });
         }
         if self.closing.get() {
             return Err(Error::ShuttingDown);
@@ -116,7 +124,11 @@ impl ShardCore {
             let id = random_u64();
             let dir = self.dir.join(format!("log-{id:016x}"));
             if !dir.exists() {
-                break LogMeta { log_id: id, created_ns: now_ns(), name: name.to_owned() };
+                break LogMeta {
+                    log_id: id,
+                    created_ns: now_ns(),
+                    name: name.to_owned(),
+                };
             }
         };
         let dir = self.dir.join(format!("log-{:016x}", meta.log_id));
@@ -138,7 +150,13 @@ impl ShardCore {
         Ok(())
     }
 
-    pub async fn append(self: &Rc<Self>, name: &str, recs: &[NewRecord<'_>], d: Durability, wait: bool) -> Result<Range<u64>> {
+    pub async fn append(
+        self: &Rc<Self>,
+        name: &str,
+        recs: &[NewRecord<'_>],
+        d: Durability,
+        wait: bool,
+    ) -> Result<Range<u64>> {
         let log = self.log(name)?;
         log.append(self, recs, d, wait).await
     }
@@ -146,7 +164,14 @@ impl ShardCore {
     pub async fn read_from(&self, name: &str, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
         let log = self.log(name)?;
         let window = (self.config.index_interval_bytes + 4096) as usize;
-        log.read_from(from, max_records.max(1), max_bytes, self.config.max_record_bytes, window).await
+        log.read_from(
+            from,
+            max_records.max(1),
+            max_bytes,
+            self.config.max_record_bytes,
+            window,
+        )
+        .await
     }
 
     /// Graceful stop: refuse new work, flush and sync everything, stop the flushers.
@@ -168,7 +193,10 @@ impl ShardCore {
         for l in &logs {
             let i = l.inner.borrow();
             if let Some(f) = &i.failed {
-                first_err.get_or_insert(Error::LogFailed { log: l.name.clone(), detail: f.clone() });
+                first_err.get_or_insert(Error::LogFailed {
+                    log: l.name.clone(),
+                    detail: f.clone(),
+                });
             } else {
                 debug_assert_eq!(i.synced_upto, i.next_offset, "close leaves everything synced");
             }
@@ -195,10 +223,14 @@ fn validate_name(name: &str) -> Result<()> {
         return Err(Error::BadLogName { reason: "empty" });
     }
     if name.len() > LOG_NAME_BYTES_MAX {
-        return Err(Error::BadLogName { reason: "longer than 1024 bytes" });
+        return Err(Error::BadLogName {
+            reason: "longer than 1024 bytes",
+        });
     }
     if name.chars().any(|c| c.is_control()) {
-        return Err(Error::BadLogName { reason: "contains control characters" });
+        return Err(Error::BadLogName {
+            reason: "contains control characters",
+        });
     }
     Ok(())
 }

@@ -9,7 +9,10 @@ use std::path::Path;
 const MEMLOCK_MIN_BYTES: u64 = 512 << 10;
 
 pub fn memlock_limit() -> Option<u64> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we pass and nothing else.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) };
     (rc == 0).then_some(r.rlim_cur)
@@ -44,8 +47,8 @@ pub fn check_memlock(cfg: &Config) -> Result<Option<String>> {
 /// Checks that io_uring can be set up at all (kernel support, not disabled by sysctl/seccomp).
 pub fn check_io_uring() -> Result<()> {
     let mut params = [0u8; 120]; // struct io_uring_params, zeroed
-    // SAFETY: io_uring_setup reads and writes only the params buffer we pass (120 bytes is the
-    // kernel's struct size); on success we own the returned fd and close it at once.
+                                 // SAFETY: io_uring_setup reads and writes only the params buffer we pass (120 bytes is the
+                                 // kernel's struct size); on success we own the returned fd and close it at once.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
     if fd < 0 {
         let err = std::io::Error::last_os_error();
@@ -70,7 +73,8 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 pub fn check_direct_io(dir: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| Error::Config("data directory path contains NUL".into()))?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::Config("data directory path contains NUL".into()))?;
     // SAFETY: statfs writes into the zeroed struct we own; `c` is a valid NUL-terminated path.
     let fs_type = unsafe {
         let mut st: libc::statfs = std::mem::zeroed();
@@ -78,7 +82,10 @@ pub fn check_direct_io(dir: &Path) -> Result<()> {
     };
     if matches!(fs_type, Some(TMPFS_MAGIC) | Some(RAMFS_MAGIC)) {
         return Err(Error::Environment {
-            problem: format!("{} is on a memory file system (tmpfs/ramfs): nothing written there is durable", dir.display()),
+            problem: format!(
+                "{} is on a memory file system (tmpfs/ramfs): nothing written there is durable",
+                dir.display()
+            ),
             remedy: "put the data directory on ext4, xfs or another block-device file system".into(),
         });
     }
@@ -93,7 +100,10 @@ pub fn check_direct_io(dir: &Path) -> Result<()> {
     match r {
         Ok(_) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(Error::Environment {
-            problem: format!("{} does not support O_DIRECT (tmpfs and some FUSE file systems do not)", dir.display()),
+            problem: format!(
+                "{} does not support O_DIRECT (tmpfs and some FUSE file systems do not)",
+                dir.display()
+            ),
             remedy: "put the data directory on ext4, xfs or another block-device file system".into(),
         }),
         Err(e) => Err(Error::io("O_DIRECT probe", probe, e)),
@@ -137,6 +147,8 @@ mod tests {
             let e = check_direct_io(d).unwrap_err();
             assert!(matches!(e, Error::Environment { .. }), "{e}");
         }
-        check_direct_io(&std::env::temp_dir()).or_else(|_| check_direct_io(Path::new("."))).unwrap();
+        check_direct_io(&std::env::temp_dir())
+            .or_else(|_| check_direct_io(Path::new(".")))
+            .unwrap();
     }
 }

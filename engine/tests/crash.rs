@@ -37,7 +37,9 @@ fn config(dir: &std::path::Path) -> aof_engine::Config {
 #[test]
 #[ignore = "run by kill9_writer_never_loses_acknowledged_records as a child process"]
 fn crash_child_writer() {
-    let Ok(dir) = std::env::var("AOF_CRASH_DIR") else { return };
+    let Ok(dir) = std::env::var("AOF_CRASH_DIR") else {
+        return;
+    };
     let e = open(config(std::path::Path::new(&dir)));
     let h = e.handle();
     let mut threads = Vec::new();
@@ -51,9 +53,10 @@ fn crash_child_writer() {
             let mut op = 0u64;
             loop {
                 op += 1;
-                if op % 7 == 0 {
-                    let recs: Vec<OwnedRecord> =
-                        (0..3).map(|k| OwnedRecord::new(payload(li, next + k, size_of(li, next + k)))).collect();
+                if op.is_multiple_of(7) {
+                    let recs: Vec<OwnedRecord> = (0..3)
+                        .map(|k| OwnedRecord::new(payload(li, next + k, size_of(li, next + k))))
+                        .collect();
                     let r = h.append_batch(&name, recs, Durability::Synced).wait().unwrap();
                     assert_eq!(r.start, next);
                     for o in r.clone() {
@@ -87,7 +90,10 @@ fn crash_child_writer() {
 fn kill9_writer_never_loses_acknowledged_records() {
     let dir = tempdir("crash");
     let exe = std::env::current_exe().unwrap();
-    let iterations: u64 = std::env::var("AOF_CRASH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let iterations: u64 = std::env::var("AOF_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
     let mut rng = 0x1234_5678_9abc_def0u64 ^ std::process::id() as u64;
     let mut total_acked = 0usize;
     let mut max_acked: HashMap<usize, u64> = HashMap::new();
@@ -97,7 +103,13 @@ fn kill9_writer_never_loses_acknowledged_records() {
         rng ^= rng << 17;
         let run_ms = 150 + rng % 600;
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("AOF_CRASH_DIR", &dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -136,7 +148,10 @@ fn kill9_writer_never_loses_acknowledged_records() {
         for li in 0..LOGS {
             let name = format!("log-{li}");
             let Ok((first, next, _)) = h.offsets(&name).wait() else {
-                assert!(!acks.iter().any(|a| a.0 == li), "log {li} lost after acknowledged appends");
+                assert!(
+                    !acks.iter().any(|a| a.0 == li),
+                    "log {li} lost after acknowledged appends"
+                );
                 continue;
             };
             assert_eq!(first, 0);
@@ -149,7 +164,12 @@ fn kill9_writer_never_loses_acknowledged_records() {
             let all = h.read_from(&name, 0, usize::MAX, usize::MAX).wait().unwrap();
             assert_eq!(all.len() as u64, next);
             for r in &all {
-                assert_eq!(r.payload, payload(li, r.offset, size_of(li, r.offset)), "iteration {it}: log {li} offset {} differs", r.offset);
+                assert_eq!(
+                    r.payload,
+                    payload(li, r.offset, size_of(li, r.offset)),
+                    "iteration {it}: log {li} offset {} differs",
+                    r.offset
+                );
             }
         }
         e.close().unwrap();
@@ -163,5 +183,8 @@ fn kill9_writer_never_loses_acknowledged_records() {
         e.close().unwrap();
     }
     eprintln!("{iterations} kills, {total_acked} acknowledged records checked");
-    assert!(total_acked > 100, "the writer acknowledged too little to prove anything: {total_acked}");
+    assert!(
+        total_acked > 100,
+        "the writer acknowledged too little to prove anything: {total_acked}"
+    );
 }

@@ -9,7 +9,10 @@ use common::*;
 use std::path::{Path, PathBuf};
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walk(dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "seg")).collect();
+    let mut v: Vec<PathBuf> = walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
     v.sort();
     v
 }
@@ -38,7 +41,9 @@ fn prepare(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<u64>) {
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     for i in 0..n {
-        h.append("t", payload(0, i, size(i)), ALL[i as usize % 3]).wait().unwrap();
+        h.append("t", payload(0, i, size(i)), ALL[i as usize % 3])
+            .wait()
+            .unwrap();
     }
     e.close().unwrap();
     let segs = segments(dir);
@@ -59,19 +64,33 @@ fn check(dir: &Path, expect: u64, what: &str) {
     let (_, next, _) = h.offsets("t").wait().unwrap();
     assert_eq!(next, expect, "{what}: wrong number of records recovered");
     let all = if expect == 0 {
-        assert!(matches!(h.read_from("t", 0, 10, usize::MAX).wait(), Err(Error::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            h.read_from("t", 0, 10, usize::MAX).wait(),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
         Vec::new()
     } else {
         h.read_from("t", 0, usize::MAX, usize::MAX).wait().unwrap()
     };
     assert_eq!(all.len() as u64, expect, "{what}");
     for r in &all {
-        assert_eq!(r.payload, payload(0, r.offset, size(r.offset)), "{what}: record {} differs", r.offset);
+        assert_eq!(
+            r.payload,
+            payload(0, r.offset, size(r.offset)),
+            "{what}: record {} differs",
+            r.offset
+        );
     }
-    let o = h.append("t", payload(0, next, size(next)), Durability::Synced).wait().unwrap();
+    let o = h
+        .append("t", payload(0, next, size(next)), Durability::Synced)
+        .wait()
+        .unwrap();
     assert_eq!(o, next, "{what}: append after recovery");
     let beyond = h.read("t", next + 1).wait();
-    assert!(matches!(beyond, Err(Error::OffsetOutOfRange { .. })), "{what}: {beyond:?}");
+    assert!(
+        matches!(beyond, Err(Error::OffsetOutOfRange { .. })),
+        "{what}: {beyond:?}"
+    );
     e.close().unwrap();
 }
 
@@ -109,7 +128,11 @@ fn bit_flips_keep_exactly_the_frames_before_the_damage() {
         let k = pos.iter().rposition(|&p| p <= at).unwrap() as u64;
         let covered = at < pos[k as usize] + 40 + size(k) as u64;
         let expect = if covered { k } else { n };
-        check(&dir, expect, &format!("trial {trial}: flip bit {bit} at byte {at} (frame {k})"));
+        check(
+            &dir,
+            expect,
+            &format!("trial {trial}: flip bit {bit} at byte {at} (frame {k})"),
+        );
     }
 }
 
@@ -137,7 +160,9 @@ fn torn_batch_vanishes_whole() {
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     for i in 0..5 {
-        h.append("t", payload(0, i, size(i)), Durability::Synced).wait().unwrap();
+        h.append("t", payload(0, i, size(i)), Durability::Synced)
+            .wait()
+            .unwrap();
     }
     let recs = (5..10).map(|i| OwnedRecord::new(payload(0, i, size(i)))).collect();
     assert_eq!(h.append_batch("t", recs, Durability::Synced).wait().unwrap(), 5..10);
@@ -165,7 +190,9 @@ fn prepare_sealed(dir: &Path) -> (u64, Vec<PathBuf>) {
     h.create_log("t").wait().unwrap();
     let mut i = 0u64;
     while segments(dir).len() < 4 {
-        h.append("t", payload(0, i, 3000 + size(i)), Durability::Written).wait().unwrap();
+        h.append("t", payload(0, i, 3000 + size(i)), Durability::Written)
+            .wait()
+            .unwrap();
         i += 1;
     }
     h.sync("t").wait().unwrap();
@@ -202,13 +229,22 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
         let h = e.handle();
         let err = h.read("t", victim).wait().unwrap_err();
         assert!(matches!(err, Error::Corruption { .. }), "{err}");
-        assert_eq!(h.read("t", victim - 1).wait().unwrap().payload, payload(0, victim - 1, rec_size(victim - 1)));
-        assert_eq!(h.read("t", victim + 1).wait().unwrap().payload, payload(0, victim + 1, rec_size(victim + 1)));
+        assert_eq!(
+            h.read("t", victim - 1).wait().unwrap().payload,
+            payload(0, victim - 1, rec_size(victim - 1))
+        );
+        assert_eq!(
+            h.read("t", victim + 1).wait().unwrap().payload,
+            payload(0, victim + 1, rec_size(victim + 1))
+        );
         // A scan stops before the damaged record: it returns the records before it, then the
         // next call starting at the victim reports the corruption.
         let prefix = h.read_from("t", 0, usize::MAX, usize::MAX).wait().unwrap();
         assert_eq!(prefix.len() as u64, victim);
-        assert!(matches!(h.read_from("t", victim, 10, usize::MAX).wait(), Err(Error::Corruption { .. })));
+        assert!(matches!(
+            h.read_from("t", victim, 10, usize::MAX).wait(),
+            Err(Error::Corruption { .. })
+        ));
         e.close().unwrap();
     }
 
@@ -222,7 +258,9 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
         assert!(e.recovery_reports()[0].scanned >= 1);
         let all = e.handle().read_from("t", 0, usize::MAX, usize::MAX).wait().unwrap();
         assert_eq!(all.len() as u64, n);
-        assert!(all.iter().all(|r| r.payload == payload(0, r.offset, rec_size(r.offset))));
+        assert!(all
+            .iter()
+            .all(|r| r.payload == payload(0, r.offset, rec_size(r.offset))));
         e.close().unwrap();
     }
 
@@ -246,7 +284,10 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
         for i in next_base..n {
             assert_eq!(h.read("t", i).wait().unwrap().payload, payload(0, i, rec_size(i)));
         }
-        let o = h.append("t", b"still appendable".to_vec(), Durability::Synced).wait().unwrap();
+        let o = h
+            .append("t", b"still appendable".to_vec(), Durability::Synced)
+            .wait()
+            .unwrap();
         assert_eq!(o, n);
         e.close().unwrap();
     }

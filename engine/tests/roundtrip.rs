@@ -7,7 +7,9 @@ use common::*;
 #[test]
 fn handle_round_trip_across_sizes_rolls_and_reopen() {
     let dir = tempdir("roundtrip");
-    let sizes: Vec<usize> = vec![1, 2, 3, 7, 8, 9, 15, 17, 31, 33, 63, 100, 255, 4095, 4096, 4097, 10_001, 65_535, 65_536];
+    let sizes: Vec<usize> = vec![
+        1, 2, 3, 7, 8, 9, 15, 17, 31, 33, 63, 100, 255, 4095, 4096, 4097, 10_001, 65_535, 65_536,
+    ];
     let logs = ["alpha", "beta", "gamma", "delta"];
     let mut expect: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); logs.len()];
     {
@@ -44,7 +46,10 @@ fn handle_round_trip_across_sizes_rolls_and_reopen() {
         e.close().unwrap();
     }
     // The 256 KiB segments must have rolled many times.
-    let segs = walk(&dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "seg")).count();
+    let segs = walk(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .count();
     assert!(segs > 8, "only {segs} segment files");
     let e = open(small_config(&dir, 2));
     let h = e.handle();
@@ -55,7 +60,10 @@ fn handle_round_trip_across_sizes_rolls_and_reopen() {
         }
         let got = h.read_from(l, 0, usize::MAX, usize::MAX).wait().unwrap();
         assert_eq!(got.len(), expect[li].len());
-        assert!(got.iter().zip(&expect[li]).all(|(r, (o, p))| r.offset == *o && &r.payload == p));
+        assert!(got
+            .iter()
+            .zip(&expect[li])
+            .all(|(r, (o, p))| r.offset == *o && &r.payload == p));
         let next = h.append(l, b"after".to_vec(), Durability::Synced).wait().unwrap();
         assert_eq!(next, expect[li].len() as u64);
     }
@@ -72,7 +80,12 @@ fn on_shard_appends_tags_timestamps_batches_and_tail() {
     let got = e
         .spawn_on(shard, |s| async move {
             let log = s.log("events")?;
-            let a = log.append_record(NewRecord::new(b"x").with_tag(42).with_timestamp_ns(7), Durability::Written).await?;
+            let a = log
+                .append_record(
+                    NewRecord::new(b"x").with_tag(42).with_timestamp_ns(7),
+                    Durability::Written,
+                )
+                .await?;
             let recs: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; i as usize + 1]).collect();
             let batch: Vec<NewRecord<'_>> = recs.iter().map(|r| NewRecord::new(r)).collect();
             let range = log.append_batch(&batch, Durability::Synced).await?;
@@ -94,15 +107,31 @@ fn on_shard_appends_tags_timestamps_batches_and_tail() {
     assert_eq!(first.timestamp_ns, 7);
     assert_eq!(seen.len(), 52);
     assert_eq!(seen[51].payload, b"buffered");
-    assert!(seen[1..51].iter().enumerate().all(|(i, r)| r.payload == vec![i as u8; i + 1] && r.tag.is_none()));
+    assert!(seen[1..51]
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.payload == vec![i as u8; i + 1] && r.tag.is_none()));
     // Auto timestamps are wall-clock nanoseconds.
     assert!(seen[1].timestamp_ns > 1_600_000_000_000_000_000);
     // A log used from the wrong shard says which shard owns it.
     let other = 1 - shard;
-    let err = e.spawn_on(other, |s| async move { s.log("events").map(|_| ()) }).wait().unwrap_err();
-    assert!(matches!(err, Error::WrongShard { owner, .. } if owner == shard), "{err}");
+    let err = e
+        .spawn_on(other, |s| async move { s.log("events").map(|_| ()) })
+        .wait()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::WrongShard { owner, .. } if owner == shard),
+        "{err}"
+    );
     // Batches from another thread too.
-    let r = h.append_batch("events", vec![OwnedRecord::new(b"p".to_vec()).with_tag(1); 3], Durability::Synced).wait().unwrap();
+    let r = h
+        .append_batch(
+            "events",
+            vec![OwnedRecord::new(b"p".to_vec()).with_tag(1); 3],
+            Durability::Synced,
+        )
+        .wait()
+        .unwrap();
     assert_eq!(r, 52..55);
     e.close().unwrap();
 }

@@ -49,7 +49,11 @@ impl LogMeta {
             return Err("unsupported log.meta version");
         }
         let name = std::str::from_utf8(&b[32..32 + name_len]).map_err(|_| "log name not UTF-8")?;
-        Ok(Self { log_id: le_u64(b, 16), created_ns: le_u64(b, 24), name: name.to_owned() })
+        Ok(Self {
+            log_id: le_u64(b, 16),
+            created_ns: le_u64(b, 24),
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -59,7 +63,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage() {
-        let m = LogMeta { log_id: 1, created_ns: 2, name: "orders-ünïcode".into() };
+        let m = LogMeta {
+            log_id: 1,
+            created_ns: 2,
+            name: "orders-ünïcode".into(),
+        };
         let b = m.encode();
         assert_eq!(LogMeta::decode(&b), Ok(m));
         for i in 0..b.len() {

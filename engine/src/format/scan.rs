@@ -30,13 +30,19 @@ pub struct Scan {
 pub enum StopReason {
     Frame(FrameError),
     /// A valid frame with the wrong offset (stale data from an earlier life of the file).
-    OffsetGap { expected: u64, found: u64 },
+    OffsetGap {
+        expected: u64,
+        found: u64,
+    },
 }
 
 impl StopReason {
     /// True if the stop looks like never-written space rather than damage.
     pub fn is_clean_end(&self) -> bool {
-        matches!(self, StopReason::Frame(FrameError::BadMagic) | StopReason::Frame(FrameError::Truncated))
+        matches!(
+            self,
+            StopReason::Frame(FrameError::BadMagic) | StopReason::Frame(FrameError::Truncated)
+        )
     }
 }
 
@@ -51,7 +57,10 @@ pub struct IndexBuilder {
 impl IndexBuilder {
     pub fn new(interval: u64) -> Self {
         debug_assert!(interval > 0);
-        Self { interval, entries: Vec::new() }
+        Self {
+            interval,
+            entries: Vec::new(),
+        }
     }
 
     pub fn from_entries(interval: u64, entries: Vec<IndexEntry>) -> Self {
@@ -96,7 +105,10 @@ pub fn scan(data: &[u8], base_offset: u64, max_payload: u32, index_interval: u64
             }
         };
         if h.offset != next {
-            let gap = StopReason::OffsetGap { expected: next, found: h.offset };
+            let gap = StopReason::OffsetGap {
+                expected: next,
+                found: h.offset,
+            };
             committed.stopped = Some((BLOCK_SIZE + pos as u64, gap));
             break;
         }
@@ -177,7 +189,13 @@ mod tests {
         let d = segment(&recs);
         let s = scan(&d, 0, 1000, 500);
         assert!(s.index.len() > 5);
-        assert_eq!(s.index[0], IndexEntry { offset: 0, pos: BLOCK_SIZE });
+        assert_eq!(
+            s.index[0],
+            IndexEntry {
+                offset: 0,
+                pos: BLOCK_SIZE
+            }
+        );
         for w in s.index.windows(2) {
             assert!(w[1].pos - w[0].pos >= 500);
         }

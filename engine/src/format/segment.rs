@@ -69,7 +69,11 @@ impl SegmentHeader {
         if le_u32(b, 40) as u64 != BLOCK_SIZE {
             return Err("segment written with a different block size");
         }
-        Ok(Self { log_id: le_u64(b, 16), base_offset: le_u64(b, 24), created_ns: le_u64(b, 32) })
+        Ok(Self {
+            log_id: le_u64(b, 16),
+            base_offset: le_u64(b, 24),
+            created_ns: le_u64(b, 32),
+        })
     }
 }
 
@@ -160,7 +164,7 @@ pub fn decode_trailer(tr: &[u8], file_len: u64) -> Result<Trailer, &'static str>
         && t.data_end >= BLOCK_SIZE
         && t.index_pos == align_up(t.data_end)
         && index_end + TRAILER_BYTES as u64 <= file_len
-        && file_len % BLOCK_SIZE == 0;
+        && file_len.is_multiple_of(BLOCK_SIZE);
     if !consistent {
         return Err("trailer fields inconsistent with the file");
     }
@@ -212,7 +216,11 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_damage() {
-        let h = SegmentHeader { log_id: 5, base_offset: 77, created_ns: 3 };
+        let h = SegmentHeader {
+            log_id: 5,
+            base_offset: 77,
+            created_ns: 3,
+        };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
         for bit in 0..64 * 8 {
@@ -224,7 +232,10 @@ mod tests {
 
     #[test]
     fn seal_round_trip() {
-        let index = vec![IndexEntry { offset: 10, pos: 4096 }, IndexEntry { offset: 20, pos: 9000 }];
+        let index = vec![
+            IndexEntry { offset: 10, pos: 4096 },
+            IndexEntry { offset: 20, pos: 9000 },
+        ];
         let t = Trailer {
             base_offset: 10,
             next_offset: 30,

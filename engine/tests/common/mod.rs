@@ -6,8 +6,11 @@ use std::path::PathBuf;
 
 /// A fresh data directory on a real (O_DIRECT-capable) file system under the target dir.
 pub fn tempdir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}-{}", std::process::id(), aof_engine_test_serial()));
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        aof_engine_test_serial()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
