@@ -20,7 +20,8 @@ enum Action {
     Flush { sync: bool },
     Sync,
     MakeSpare,
-    AgeRoll,
+    /// Swap the spare in: by age, or because `roll` was asked for.
+    Roll,
     Wait(Option<Duration>),
     Exit,
 }
@@ -50,6 +51,14 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     } else if want_sync {
         return Action::Sync;
     }
+    if i.roll_requested && i.active.record_count() > 0 && !closing {
+        if i.spare.is_some() {
+            return Action::Roll;
+        }
+        if i.spare_error.is_none() {
+            return Action::MakeSpare;
+        }
+    }
     let half_full = i.active.end_pos >= i.active.segment_size_bytes / 2;
     if i.spare.is_none() && i.spare_error.is_none() && !closing && (i.spare_wanted || half_full) {
         return Action::MakeSpare;
@@ -60,7 +69,7 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     };
     if aged == Some(Duration::ZERO) && !closing {
         if i.spare.is_some() {
-            return Action::AgeRoll;
+            return Action::Roll;
         }
         if i.spare_error.is_none() {
             return Action::MakeSpare;
@@ -108,7 +117,7 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
                 make_spare(&log, &core).await;
                 Ok(())
             }
-            Action::AgeRoll => {
+            Action::Roll => {
                 let cfg = &core.config;
                 log.inner
                     .borrow_mut()

@@ -367,6 +367,9 @@ impl Log {
                         detail: i.failed.clone().unwrap_or_default(),
                     }));
                 }
+                if let Some(e) = &i.spare_error {
+                    return Some(Err(Error::LogFailed { log: self.name.clone(), detail: format!("cannot roll: {e}") }));
+                }
                 (i.active.base_offset >= end && i.rolled.is_empty()).then_some(Ok(()))
             })
             .await

@@ -148,3 +148,36 @@ pub fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn explicit_and_age_based_rolls_seal_segments() {
+    let dir = tempdir("rolls");
+    let mut c = small_config(&dir, 1);
+    c.segment_max_age = Some(std::time::Duration::from_millis(200));
+    let e = open(c.clone());
+    let h = e.handle();
+    h.create_log("r").wait().unwrap();
+    h.append("r", b"one".to_vec(), Durability::Written).wait().unwrap();
+    // On demand: returns once the old segment's seal is durable.
+    h.roll("r").wait_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let sealed = |e: &aof_engine::Engine| {
+        e.spawn_on(0, |s| async move { Ok(s.log("r")?.sealed_segments()) }).wait().unwrap()
+    };
+    assert_eq!(sealed(&e), 1);
+    // A roll of an empty active segment is a no-op.
+    h.roll("r").wait().unwrap();
+    assert_eq!(sealed(&e), 1);
+    // By age, with no further traffic.
+    h.append("r", b"two".to_vec(), Durability::Memory).wait().unwrap();
+    let start = std::time::Instant::now();
+    while sealed(&e) < 2 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "age-based roll never happened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    e.close().unwrap();
+    let e = open(c);
+    let h = e.handle();
+    assert_eq!(h.read("r", 0).wait().unwrap().payload, b"one");
+    assert_eq!(h.read("r", 1).wait().unwrap().payload, b"two");
+    e.close().unwrap();
+}
