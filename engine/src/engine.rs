@@ -88,7 +88,19 @@ impl Engine {
                         return Ok(());
                     }
                 }
-                serve_mailbox(core.clone()).await;
+                let inbox = match core.config.inbox_latency {
+                    Some(d) => {
+                        let tq = glommio::executor().create_task_queue(
+                            glommio::Shares::default(),
+                            glommio::Latency::Matters(d),
+                            "aof-inbox",
+                        );
+                        glommio::spawn_local_into(serve_mailbox(core.clone()), tq)
+                            .unwrap_or_else(|_| glommio::spawn_local(serve_mailbox(core.clone())))
+                    }
+                    None => glommio::spawn_local(serve_mailbox(core.clone())),
+                };
+                inbox.await;
                 core.close().await
             });
             match spawned {
