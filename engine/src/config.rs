@@ -55,11 +55,6 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// io_uring submission depth per ring. Default 128.
     pub ring_depth: usize,
-    /// Run the cross-thread inbox in a latency-sensitive glommio task queue with this
-    /// preemption budget, so a request from another thread interrupts a busy shard within
-    /// about this long instead of waiting for the next scheduler pass. `None`: the inbox is an
-    /// ordinary task. Default 200 µs (see the README's measurements).
-    pub inbox_latency: Option<Duration>,
     /// Busy-poll this long before an idle shard parks, trading CPU for cross-thread latency.
     /// Default `None` (park at once).
     pub spin_before_park: Option<Duration>,
@@ -84,7 +79,6 @@ impl Config {
             io_memory_bytes: 2 << 20,
             ring_depth: 128,
             spin_before_park: None,
-            inbox_latency: Some(Duration::from_micros(200)),
         }
     }
 
@@ -151,9 +145,6 @@ impl Config {
         }
         if self.ring_depth == 0 || self.ring_depth > 32768 {
             return bad(format!("ring_depth = {} must be in 1..=32768", self.ring_depth));
-        }
-        if matches!(self.inbox_latency, Some(d) if d.is_zero() || d > Duration::from_secs(1)) {
-            return bad("inbox_latency must be in (0, 1 s]".into());
         }
         if matches!(self.segment_max_age, Some(d) if d.is_zero()) {
             return bad("segment_max_age must be positive".into());

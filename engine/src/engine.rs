@@ -9,7 +9,7 @@ use crate::mailbox::{Job, Mailbox, SendError};
 use crate::record::{NewRecord, OwnedRecord, Record};
 use crate::recovery::RecoveryReport;
 use crate::reply::Reply;
-use crate::shard::{serve_mailbox, ShardCore, ShardRef};
+use crate::shard::{serve_mailbox, ShardCore, ShardRef, ShardStats};
 use futures_channel::oneshot;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -30,7 +30,7 @@ impl Engine {
     /// Checks the environment, recovers every shard's logs and starts the shards.
     pub fn open(config: Config) -> Result<Engine> {
         config.validate()?;
-        let root = &config.root;
+        let root = &config.root.clone();
         if !root.is_dir() {
             if !config.create_if_missing {
                 return Err(Error::MissingDirectory { path: root.clone() });
@@ -39,7 +39,17 @@ impl Engine {
                 std::io::ErrorKind::NotFound => Error::MissingDirectory { path: root.clone() },
                 _ => Error::io("create data directory", root, e),
             })?;
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                crate::recovery::sync_dir(parent)?;
+            }
         }
+        // Absolute paths from here on: io_uring opens are relative to no working directory.
+        let mut config = config;
+        config.root = config
+            .root
+            .canonicalize()
+            .map_err(|e| Error::io("resolve data directory", &config.root, e))?;
+        let root = &config.root;
         crate::startup::check_io_uring()?;
         crate::startup::check_direct_io(root)?;
         let mut warnings = Vec::new();
@@ -88,19 +98,10 @@ impl Engine {
                         return Ok(());
                     }
                 }
-                let inbox = match core.config.inbox_latency {
-                    Some(d) => {
-                        let tq = glommio::executor().create_task_queue(
-                            glommio::Shares::default(),
-                            glommio::Latency::Matters(d),
-                            "aof-inbox",
-                        );
-                        glommio::spawn_local_into(serve_mailbox(core.clone()), tq)
-                            .unwrap_or_else(|_| glommio::spawn_local(serve_mailbox(core.clone())))
-                    }
-                    None => glommio::spawn_local(serve_mailbox(core.clone())),
-                };
-                inbox.await;
+                // The inbox runs in the default task queue. A `Latency::Matters` queue was
+                // tried: with glommio 0.9 it stalled group-commit workloads indefinitely
+                // (tasks it woke in another queue never ran), so it is not offered.
+                serve_mailbox(core.clone()).await;
                 core.close().await
             });
             match spawned {
@@ -302,10 +303,9 @@ impl Handle {
             return match mailbox.try_send(job) {
                 Ok(()) => Reply::sent(rx),
                 Err(SendError::Closed) => Reply::ready(Err(Error::ShuttingDown)),
-                Err(SendError::Full(_)) => Reply::ready(Err(Error::Backpressure {
+                Err(SendError::Full(_)) => Reply::ready(Err(Error::InboxFull {
                     shard,
-                    used: self.inner.config.inbox_capacity as u64,
-                    budget: self.inner.config.inbox_capacity as u64,
+                    capacity: self.inner.config.inbox_capacity,
                 })),
             };
         }
@@ -419,6 +419,11 @@ impl Handle {
         })
     }
 
+    /// Counters of shard `shard`.
+    pub fn stats(&self, shard: usize) -> Reply<ShardStats> {
+        self.request(shard, false, |core| async move { Ok(core.snapshot_stats()) })
+    }
+
     /// A blocking iterator over the log from `from`, following it as it grows.
     pub fn follow(&self, name: &str, from: u64) -> Follow {
         Follow {
@@ -476,6 +481,10 @@ impl Shard {
             log: self.core.log(name)?,
             core: self.core.clone(),
         })
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        self.core.snapshot_stats()
     }
 
     /// Bytes appended on this shard and not yet written.

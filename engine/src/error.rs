@@ -73,7 +73,19 @@ pub enum Error {
     Locked { path: PathBuf },
 
     #[error("a previous I/O failure on log {log:?} left it read-only until restart: {detail}")]
-    LogFailed { log: String, detail: String },
+    LogFailed {
+        log: String,
+        detail: String,
+        kind: Option<std::io::ErrorKind>,
+    },
+
+    #[error("inbox of shard {shard} is full ({capacity} requests queued); retry, or use the waiting call")]
+    InboxFull { shard: usize, capacity: usize },
+
+    #[error(
+        "batch of {bytes} bytes exceeds the maximum of {max} bytes (half the shard memory budget, and one segment)"
+    )]
+    BatchTooLarge { bytes: u64, max: u64 },
 
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
@@ -106,16 +118,24 @@ impl Error {
 
     /// True if the error is the device running out of space (ENOSPC or EDQUOT).
     pub fn is_storage_full(&self) -> bool {
+        self.io_kind()
+            .is_some_and(|k| k == std::io::ErrorKind::StorageFull || k == std::io::ErrorKind::QuotaExceeded)
+    }
+
+    /// The OS error kind behind an I/O failure, if any.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
-            Error::Io { source, .. } => {
-                source.kind() == std::io::ErrorKind::StorageFull || source.kind() == std::io::ErrorKind::QuotaExceeded
-            }
-            _ => false,
+            Error::Io { source, .. } => Some(source.kind()),
+            Error::LogFailed { kind, .. } => *kind,
+            _ => None,
         }
     }
 
     /// True if the error is transient and the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Backpressure { .. } | Error::Timeout(_))
+        matches!(
+            self,
+            Error::Backpressure { .. } | Error::InboxFull { .. } | Error::Timeout(_)
+        )
     }
 }

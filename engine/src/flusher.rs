@@ -17,7 +17,9 @@ use std::time::Duration;
 
 enum Action {
     SealRolled,
-    Flush { sync: bool },
+    Flush {
+        sync: bool,
+    },
     Sync,
     MakeSpare,
     /// Swap the spare in: by age, or because `roll` was asked for.
@@ -32,7 +34,7 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     if i.failed.is_some() {
         return Action::Exit;
     }
-    if !i.rolled.is_empty() {
+    if i.rolled.iter().any(|s| !s.seal_started) {
         return Action::SealRolled;
     }
     let closing = i.closing;
@@ -51,16 +53,17 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     } else if want_sync {
         return Action::Sync;
     }
+    let can_make_spare = i.spare.is_none() && i.spare_error.is_none() && !i.spare_in_progress && !closing;
     if i.roll_requested && i.active.record_count() > 0 && !closing {
         if i.spare.is_some() {
             return Action::Roll;
         }
-        if i.spare_error.is_none() {
+        if can_make_spare {
             return Action::MakeSpare;
         }
     }
     let half_full = i.active.end_pos >= i.active.segment_size_bytes / 2;
-    if i.spare.is_none() && i.spare_error.is_none() && !closing && (i.spare_wanted || half_full) {
+    if can_make_spare && (i.spare_wanted || half_full) {
         return Action::MakeSpare;
     }
     let aged = match (cfg.segment_max_age, i.active.first_append_at) {
@@ -71,11 +74,11 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
         if i.spare.is_some() {
             return Action::Roll;
         }
-        if i.spare_error.is_none() {
+        if can_make_spare {
             return Action::MakeSpare;
         }
     }
-    if closing {
+    if closing && i.rolled.is_empty() && !i.spare_in_progress {
         return Action::Exit;
     }
     let flush_in = age.filter(|_| unflushed).map(|a| cfg.flush_interval.saturating_sub(a));
@@ -112,9 +115,15 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
             }
             Action::SealRolled => seal_front(&log, &core).await,
             Action::Flush { sync } => flush_active(&log, &core, sync).await,
-            Action::Sync => sync_active(&log).await,
+            Action::Sync => {
+                core.stats.borrow_mut().fdatasyncs += 1;
+                sync_active(&log).await
+            }
             Action::MakeSpare => {
-                make_spare(&log, &core).await;
+                // Preallocating a whole segment can take a while (fallocate runs on glommio's
+                // blocking pool); flushes and syncs carry on meanwhile.
+                log.inner.borrow_mut().spare_in_progress = true;
+                glommio::spawn_local(make_spare(log.clone(), core.clone())).detach();
                 Ok(())
             }
             Action::Roll => {
@@ -122,6 +131,7 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
                 log.inner
                     .borrow_mut()
                     .roll(log.id, &log.dir, cfg.segment_size_bytes, cfg.index_interval_bytes);
+                log.changed.notify_all();
                 Ok(())
             }
         };
@@ -196,6 +206,11 @@ async fn write_segment(log: &Log, core: &ShardCore, base: u64) -> Result<u64> {
             std::io::Error::other(format!("short write: {n} of {}", buf.len())),
         ));
     }
+    {
+        let mut st = core.stats.borrow_mut();
+        st.writes += 1;
+        st.written_bytes += n as u64;
+    }
     let mut inner = log.inner.borrow_mut();
     if let Some(s) = inner.open_segment_mut(base) {
         s.inflight = None;
@@ -227,6 +242,7 @@ async fn flush_active(log: &Log, core: &ShardCore, sync: bool) -> Result<()> {
         file.fdatasync()
             .await
             .map_err(|e| Error::glommio("fdatasync", &path, e))?;
+        core.stats.borrow_mut().fdatasyncs += 1;
         let mut i = log.inner.borrow_mut();
         i.synced_upto = i.synced_upto.max(upto);
         i.settle();
@@ -246,36 +262,61 @@ async fn sync_active(log: &Log) -> Result<()> {
         .map_err(|e| Error::glommio("fdatasync", &path, e))?;
     let mut i = log.inner.borrow_mut();
     i.synced_upto = i.synced_upto.max(upto);
-    // Nothing unflushed remains, so there is nothing more to sync until new appends.
-    i.want_synced = i.want_synced.min(i.synced_upto);
     i.settle();
     drop(i);
     log.changed.notify_all();
     Ok(())
 }
 
-/// Flushes the oldest rolled segment, writes its seal (index and trailer), trims the file and
-/// syncs it, then moves it to the sealed list.
-async fn seal_front(log: &Log, core: &ShardCore) -> Result<()> {
-    let base = log
-        .inner
-        .borrow()
-        .rolled
-        .front()
-        .map(|s| s.base_offset)
-        .expect("rolled segment");
-    let needs_write = {
+/// Makes the oldest rolled segment's data durable (write, fdatasync) so the records in it,
+/// and then those of the next segment, can be acknowledged; the seal itself (index, trailer,
+/// trim, sync) is written by a separate task so it never holds up the active segment.
+async fn seal_front(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
+    let (base, needs_write) = {
         let i = log.inner.borrow();
-        let s = i.rolled.front().expect("rolled");
-        s.unflushed_bytes() > 0 || s.spare_path.is_some()
+        let s = i.rolled.iter().find(|s| !s.seal_started).expect("rolled segment");
+        (s.base_offset, s.unflushed_bytes() > 0 || s.spare_path.is_some())
     };
     if needs_write {
         write_segment(log, core, base).await?;
     }
+    let (file, path) = {
+        let i = log.inner.borrow();
+        let s = i.open_segment(base).expect("rolled segment");
+        (s.file.clone(), s.path.clone())
+    };
+    file.fdatasync()
+        .await
+        .map_err(|e| Error::glommio("fdatasync", &path, e))?;
+    core.stats.borrow_mut().fdatasyncs += 1;
+    let mut i = log.inner.borrow_mut();
+    let s = i.open_segment_mut(base).expect("rolled segment");
+    debug_assert_eq!(s.disk_end, s.end_pos);
+    s.seal_started = true;
+    let next = s.next_offset;
+    i.written_upto = i.written_upto.max(next);
+    i.synced_upto = i.synced_upto.max(next);
+    i.settle();
+    drop(i);
+    log.changed.notify_all();
+    glommio::spawn_local(finish_seal(log.clone(), core.clone(), base)).detach();
+    Ok(())
+}
+
+/// Writes the seal of a rolled segment whose data is already durable, then moves it to the
+/// sealed list. A crash before this completes leaves an unsealed segment that recovery scans.
+async fn finish_seal(log: Rc<Log>, core: Rc<ShardCore>, base: u64) {
+    if let Err(e) = write_seal(&log, &core, base).await {
+        log.fail(&e);
+    }
+    log.flusher_wake.notify_all();
+    log.changed.notify_all();
+}
+
+async fn write_seal(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
     let (file, path, trailer, index) = {
         let i = log.inner.borrow();
-        let s = i.rolled.front().expect("rolled");
-        debug_assert_eq!(s.disk_end, s.end_pos);
+        let s = i.open_segment(base).expect("rolled segment");
         let t = Trailer {
             base_offset: s.base_offset,
             next_offset: s.next_offset,
@@ -302,27 +343,36 @@ async fn seal_front(log: &Log, core: &ShardCore) -> Result<()> {
     file.fdatasync()
         .await
         .map_err(|e| Error::glommio("fdatasync", &path, e))?;
+    {
+        let mut st = core.stats.borrow_mut();
+        st.fdatasyncs += 1;
+        st.segments_sealed += 1;
+    }
     let mut i = log.inner.borrow_mut();
-    let s = i.rolled.pop_front().expect("rolled");
-    i.written_upto = i.written_upto.max(s.next_offset);
-    i.synced_upto = i.synced_upto.max(s.next_offset);
-    i.sealed.push(SealedSegment {
-        base_offset: s.base_offset,
-        next_offset: s.next_offset,
-        data_end: s.end_pos,
-        path: s.path,
-        file: s.file,
-        index: s.index.entries,
-        last_timestamp_ns: s.last_timestamp_ns,
-    });
-    i.settle();
-    drop(i);
-    log.changed.notify_all();
+    let pos = i
+        .rolled
+        .iter()
+        .position(|s| s.base_offset == base)
+        .expect("rolled segment");
+    let s = i.rolled.remove(pos).expect("rolled segment");
+    let at = i.sealed.partition_point(|x| x.base_offset < base);
+    i.sealed.insert(
+        at,
+        SealedSegment {
+            base_offset: s.base_offset,
+            next_offset: s.next_offset,
+            data_end: s.end_pos,
+            path: s.path,
+            file: s.file,
+            index: s.index.entries,
+            last_timestamp_ns: s.last_timestamp_ns,
+        },
+    );
     Ok(())
 }
 
 /// Creates and preallocates the file the next segment will live in.
-async fn make_spare(log: &Log, core: &ShardCore) {
+async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
     let path = log
         .dir
         .join(format!("spare-{}-{}.tmp", crate::record::now_ns(), core.next_serial()));
@@ -348,6 +398,7 @@ async fn make_spare(log: &Log, core: &ShardCore) {
     .await;
     let mut i = log.inner.borrow_mut();
     i.spare_wanted = false;
+    i.spare_in_progress = false;
     match result {
         Ok(f) => i.spare = Some((path, Rc::new(f))),
         Err(e) => {
@@ -357,4 +408,5 @@ async fn make_spare(log: &Log, core: &ShardCore) {
     }
     drop(i);
     log.changed.notify_all();
+    log.flusher_wake.notify_all();
 }

@@ -41,3 +41,4 @@ pub use error::{Error, Result};
 pub use record::{NewRecord, OwnedRecord, Record};
 pub use recovery::RecoveryReport;
 pub use reply::Reply;
+pub use shard::ShardStats;

@@ -54,9 +54,11 @@ pub struct LogInner {
     /// A preallocated file ready to become the next segment.
     pub spare: Option<(PathBuf, Rc<DmaFile>)>,
     pub spare_wanted: bool,
+    pub spare_in_progress: bool,
     pub spare_error: Option<Error>,
     pub roll_requested: bool,
     pub failed: Option<String>,
+    pub failed_kind: Option<std::io::ErrorKind>,
     pub closing: bool,
     pub flusher_exited: bool,
 }
@@ -133,6 +135,7 @@ impl LogInner {
             first_timestamp_ns: 0,
             last_timestamp_ns: 0,
             first_append_at: None,
+            seal_started: false,
             segment_size_bytes: segment_size,
         };
         let old = std::mem::replace(&mut self.active, new);
@@ -163,11 +166,9 @@ impl Log {
             }
             total += frame::frame_len(r.payload.len()) as u64;
         }
-        if total > cfg.segment_size_bytes - BLOCK_SIZE || total > cfg.shard_memory_budget_bytes / 2 {
-            return Err(Error::BadBatch {
-                count: recs.len(),
-                max: BATCH_RECORDS_MAX,
-            });
+        let max = (cfg.segment_size_bytes - BLOCK_SIZE).min(cfg.shard_memory_budget_bytes / 2);
+        if total > max {
+            return Err(Error::BatchTooLarge { bytes: total, max });
         }
         if core.closing.get() {
             return Err(Error::ShuttingDown);
@@ -177,6 +178,7 @@ impl Log {
             return Err(Error::LogFailed {
                 log: self.name.clone(),
                 detail: f.clone(),
+                kind: inner.failed_kind,
             });
         }
         Ok(total)
@@ -207,6 +209,8 @@ impl Log {
                 return Ok(Err(Blocked::Spare));
             }
             self.flusher_wake.notify_all();
+            // Appends parked for the spare can go on in the new segment.
+            self.changed.notify_all();
         }
         if core.unflushed.get() + total > cfg.shard_memory_budget_bytes {
             return Ok(Err(Blocked::Budget));
@@ -235,6 +239,12 @@ impl Log {
         inner.next_offset = end;
         inner.unflushed_since.get_or_insert_with(Instant::now);
         core.unflushed.set(core.unflushed.get() + total);
+        {
+            let mut st = core.stats.borrow_mut();
+            st.appends += 1;
+            st.records += n as u64;
+            st.payload_bytes += recs.iter().map(|r| r.payload.len() as u64).sum::<u64>();
+        }
         let flush_now = match durability {
             Durability::Memory => inner.active.unflushed_bytes() >= cfg.flush_threshold_bytes,
             Durability::Written => {
@@ -272,13 +282,15 @@ impl Log {
             match self.try_stage(core, recs, durability)? {
                 Ok(r) => break r,
                 Err(Blocked::Budget) if !wait_for_budget => {
+                    core.stats.borrow_mut().backpressure_events += 1;
                     return Err(Error::Backpressure {
                         shard: core.id,
                         used: core.unflushed.get(),
                         budget: core.config.shard_memory_budget_bytes,
-                    })
+                    });
                 }
                 Err(Blocked::Budget) => {
+                    core.stats.borrow_mut().backpressure_events += 1;
                     let need = core.config.shard_memory_budget_bytes / 2;
                     core.budget_freed
                         .wait_for(|| {
@@ -287,12 +299,27 @@ impl Log {
                         })
                         .await;
                 }
+                Err(Blocked::Spare) if !wait_for_budget => {
+                    core.stats.borrow_mut().backpressure_events += 1;
+                    return Err(Error::Backpressure {
+                        shard: core.id,
+                        used: core.unflushed.get(),
+                        budget: core.config.shard_memory_budget_bytes,
+                    });
+                }
                 Err(Blocked::Spare) => {
+                    // Wake when a spare arrives, or when another append has already rolled
+                    // (then the new segment has room and no second spare is coming).
+                    let base = self.inner.borrow().active.base_offset;
                     self.changed
                         .wait_for(|| {
                             let i = self.inner.borrow();
-                            (i.spare.is_some() || i.spare_error.is_some() || i.failed.is_some() || core.closing.get())
-                                .then_some(())
+                            (i.spare.is_some()
+                                || i.active.base_offset != base
+                                || i.spare_error.is_some()
+                                || i.failed.is_some()
+                                || core.closing.get())
+                            .then_some(())
                         })
                         .await;
                 }
@@ -322,6 +349,7 @@ impl Log {
                         Err(Error::LogFailed {
                             log: self.name.clone(),
                             detail: f.clone(),
+                            kind: i.failed_kind,
                         })
                     })
                 }
@@ -365,10 +393,15 @@ impl Log {
                     return Some(Err(Error::LogFailed {
                         log: self.name.clone(),
                         detail: i.failed.clone().unwrap_or_default(),
+                        kind: i.failed_kind,
                     }));
                 }
                 if let Some(e) = &i.spare_error {
-                    return Some(Err(Error::LogFailed { log: self.name.clone(), detail: format!("cannot roll: {e}") }));
+                    return Some(Err(Error::LogFailed {
+                        log: self.name.clone(),
+                        detail: format!("cannot roll: {e}"),
+                        kind: e.io_kind(),
+                    }));
                 }
                 (i.active.base_offset >= end && i.rolled.is_empty()).then_some(Ok(()))
             })
@@ -379,7 +412,10 @@ impl Log {
     /// was acknowledged stays readable. Recovery at the next start decides what is durable.
     pub(crate) fn fail(&self, err: &Error) {
         tracing::error!(log = %self.name, error = %err, "log failed; appends refused until restart");
-        self.inner.borrow_mut().failed = Some(err.to_string());
+        let mut i = self.inner.borrow_mut();
+        i.failed = Some(err.to_string());
+        i.failed_kind = err.io_kind();
+        drop(i);
         self.changed.notify_all();
     }
 

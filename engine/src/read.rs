@@ -240,6 +240,7 @@ impl Log {
                         Err(Error::LogFailed {
                             log: self.name.clone(),
                             detail: f.clone(),
+                            kind: i.failed_kind,
                         })
                     })
                 }

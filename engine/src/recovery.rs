@@ -8,7 +8,7 @@ use crate::event::Event;
 use crate::format::logmeta::{self, LogMeta};
 use crate::format::scan::{self, IndexBuilder, Scan};
 use crate::format::segment::{self as fmt, align_down, align_up, SegmentHeader, TRAILER_BYTES};
-use crate::limits::BLOCK_SIZE;
+use crate::limits::{BLOCK_SIZE, RECORD_BYTES_CEILING};
 use crate::log::{Log, LogInner};
 use crate::record::now_ns;
 use crate::segment::{ActiveSegment, SealedSegment};
@@ -116,6 +116,7 @@ fn fresh_active(cfg: &Config, base: u64, path: PathBuf, file: Rc<DmaFile>) -> Ac
         first_timestamp_ns: 0,
         last_timestamp_ns: 0,
         first_append_at: None,
+        seal_started: false,
         segment_size_bytes: cfg.segment_size_bytes,
     }
 }
@@ -140,9 +141,11 @@ fn new_log(meta: &LogMeta, dir: PathBuf, sealed: Vec<SealedSegment>, active: Act
             unflushed_since: None,
             spare: None,
             spare_wanted: false,
+            spare_in_progress: false,
             spare_error: None,
             roll_requested: false,
             failed: None,
+            failed_kind: None,
             closing: false,
             flusher_exited: false,
         }),
@@ -252,14 +255,25 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
             continue;
         }
         report.scanned += 1;
-        if SegmentHeader::decode(&bytes).is_err() {
+        if let Ok(h) = SegmentHeader::decode(&bytes) {
+            if h.log_id != meta.log_id || h.base_offset != sf.base {
+                report.notes.push(format!(
+                    "{}: header says log {:016x} base {}, the file name disagrees; trusting the name and the frames",
+                    sf.path.display(),
+                    h.log_id,
+                    h.base_offset
+                ));
+            }
+        } else {
             report.notes.push(format!(
                 "{}: segment header damaged or never written",
                 sf.path.display()
             ));
         }
         let data = bytes.get(BLOCK_SIZE as usize..).unwrap_or(&[]);
-        let s = scan::scan(data, sf.base, cfg.max_record_bytes, cfg.index_interval_bytes);
+        // Bound lengths by the format's ceiling, not today's config: lowering max_record_bytes
+        // must never turn valid old records into "damage".
+        let s = scan::scan(data, sf.base, RECORD_BYTES_CEILING, cfg.index_interval_bytes);
         if let Some((pos, why)) = s.stopped {
             if !why.is_clean_end() || !last {
                 report
@@ -402,6 +416,7 @@ async fn repair_tail(
         first_timestamp_ns: s.first_timestamp_ns,
         last_timestamp_ns: s.last_timestamp_ns,
         first_append_at: None,
+        seal_started: false,
         segment_size_bytes: cfg.segment_size_bytes.max(align_up(valid_end)),
     })
 }

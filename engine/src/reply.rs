@@ -8,7 +8,7 @@ use futures_channel::oneshot;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 pub struct Reply<T> {
@@ -53,22 +53,31 @@ impl<T> Reply<T> {
 
     /// Like [`wait`](Self::wait), giving up with `Error::Timeout` after `timeout`. The request
     /// itself may still complete on the shard.
-    pub fn wait_timeout(self, timeout: Duration) -> Result<T> {
-        futures_lite::future::block_on(futures_lite::future::or(self, async move {
-            async_sleep(timeout).await;
-            Err(Error::Timeout(timeout))
-        }))
+    pub fn wait_timeout(mut self, timeout: Duration) -> Result<T> {
+        let deadline = std::time::Instant::now() + timeout;
+        let thread = std::thread::current();
+        let waker = Waker::from(Arc::new(Unparker(thread)));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(r) = Pin::new(&mut self).poll(&mut cx) {
+                return r;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(timeout));
+            }
+            // A wake that raced ahead of this park leaves the token set, so nothing is missed.
+            std::thread::park_timeout(deadline - now);
+        }
     }
 }
 
-/// A runtime-free sleep for `wait_timeout`: a helper thread wakes the waiting future.
-async fn async_sleep(d: Duration) {
-    let (tx, rx) = oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        std::thread::sleep(d);
-        let _ = tx.send(());
-    });
-    let _ = rx.await;
+struct Unparker(std::thread::Thread);
+
+impl std::task::Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 impl<T> Unpin for Reply<T> {}

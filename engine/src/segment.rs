@@ -35,8 +35,10 @@ pub struct ActiveSegment {
     pub last_timestamp_ns: u64,
     /// When the first record arrived, for the age-based roll.
     pub first_append_at: Option<Instant>,
-    /// Offset end of the last complete batch (records after it belong to an unfinished batch
-    /// only transiently within one append call).
+    /// Its data is durable and its index and trailer are being written by a seal task.
+    pub seal_started: bool,
+    /// Frames may fill the file up to here (the configured segment size, or more for a
+    /// recovered file that was already larger).
     pub segment_size_bytes: u64,
 }
 

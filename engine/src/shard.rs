@@ -34,6 +34,7 @@ pub struct ShardCore {
     pub closing: Cell<bool>,
     pub mailbox: Arc<Mailbox>,
     serial: Cell<u64>,
+    pub stats: RefCell<ShardStats>,
     flushers: RefCell<Vec<glommio::Task<()>>>,
 }
 
@@ -51,8 +52,19 @@ impl ShardCore {
             closing: Cell::new(false),
             mailbox,
             serial: Cell::new(0),
+            stats: RefCell::new(ShardStats {
+                shard: id,
+                ..Default::default()
+            }),
             flushers: RefCell::new(Vec::new()),
         }
+    }
+
+    pub fn snapshot_stats(&self) -> ShardStats {
+        let mut s = self.stats.borrow().clone();
+        s.logs = self.logs.borrow().len();
+        s.unflushed_bytes = self.unflushed.get();
+        s
     }
 
     pub fn next_serial(&self) -> u64 {
@@ -63,7 +75,10 @@ impl ShardCore {
 
     /// Opens every log in this shard's directory.
     pub async fn recover(self: &Rc<Self>) -> Result<Vec<RecoveryReport>> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create shard directory", &self.dir, e))?;
+        if !self.dir.is_dir() {
+            std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create shard directory", &self.dir, e))?;
+            recovery::sync_dir(&self.config.root)?;
+        }
         crate::startup::prime_dma_probe(&self.dir).await?;
         let mut reports = Vec::new();
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
@@ -168,7 +183,7 @@ impl ShardCore {
             from,
             max_records.max(1),
             max_bytes,
-            self.config.max_record_bytes,
+            crate::limits::RECORD_BYTES_CEILING,
             window,
         )
         .await
@@ -196,6 +211,7 @@ impl ShardCore {
                 first_err.get_or_insert(Error::LogFailed {
                     log: l.name.clone(),
                     detail: f.clone(),
+                    kind: i.failed_kind,
                 });
             } else {
                 debug_assert_eq!(i.synced_upto, i.next_offset, "close leaves everything synced");
@@ -207,11 +223,40 @@ impl ShardCore {
                 let _ = std::fs::remove_file(p);
             }
         }
+        // Release every file: glommio closes a dropped DmaFile asynchronously at the next I/O
+        // cycle, so drop all references and give the reactor a few cycles before the executor
+        // exits; otherwise descriptors (and the space of removed spare files) would leak.
+        drop(logs);
+        self.logs.borrow_mut().clear();
+        for _ in 0..4 {
+            glommio::timer::Timer::new(std::time::Duration::from_millis(1)).await;
+        }
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
+}
+
+/// Counters of one shard since it started. Cheap to keep (plain integers on the shard's own
+/// thread); read them with `Handle::stats` or `Shard::stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub shard: usize,
+    pub logs: usize,
+    pub appends: u64,
+    pub records: u64,
+    pub payload_bytes: u64,
+    /// O_DIRECT writes of write buffers and the bytes they carried (tail-block rewrites
+    /// included, so `written_bytes / payload_bytes` is the write amplification).
+    pub writes: u64,
+    pub written_bytes: u64,
+    pub fdatasyncs: u64,
+    pub segments_sealed: u64,
+    /// Appends that had to wait for memory budget (or got `Backpressure`).
+    pub backpressure_events: u64,
+    /// Bytes appended and not yet written, now.
+    pub unflushed_bytes: u64,
 }
 
 pub fn shard_dir_name(id: usize) -> String {

@@ -123,10 +123,20 @@ pub async fn prime_dma_probe(dir: &Path) -> Result<()> {
     std::fs::write(&probe, vec![0xA5u8; crate::limits::BLOCK_SIZE as usize])
         .map_err(|e| Error::io("write probe file", &probe, e))?;
     let r = glommio::io::DmaFile::open(&probe).await;
-    if let Ok(f) = r {
-        let _ = f.close().await;
-    }
     let _ = std::fs::remove_file(&probe);
+    let f = r.map_err(|e| Error::glommio("O_DIRECT open", &probe, e))?;
+    let alignment = f.alignment();
+    let _ = f.close().await;
+    if alignment > crate::limits::BLOCK_SIZE {
+        return Err(Error::Environment {
+            problem: format!(
+                "{} is on a device with {alignment}-byte logical blocks; the segment format aligns to {}",
+                dir.display(),
+                crate::limits::BLOCK_SIZE
+            ),
+            remedy: "use a device (or namespace format) with 512-byte or 4 KiB logical blocks".into(),
+        });
+    }
     Ok(())
 }
 

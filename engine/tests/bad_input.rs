@@ -11,6 +11,49 @@ use std::time::Duration;
 /// Generous bound that only proves "does not hang".
 const T: Duration = Duration::from_secs(30);
 
+/// An engine that cannot hang its test: `close` is bounded, and an engine dropped while the
+/// test panics (say, after a request timed out) is leaked instead of joined, so the failure is
+/// reported instead of the test binary hanging on a stuck shard.
+struct Eng(Option<Engine>);
+
+fn start(c: Config) -> Eng {
+    Eng(Some(open(c)))
+}
+
+impl std::ops::Deref for Eng {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.0.as_ref().expect("engine already closed")
+    }
+}
+
+impl Eng {
+    fn close(mut self) -> Result<(), Error> {
+        close_within(self.0.take().expect("engine already closed"), T)
+    }
+}
+
+impl Drop for Eng {
+    fn drop(&mut self) {
+        if let Some(e) = self.0.take() {
+            if std::thread::panicking() {
+                std::mem::forget(e);
+            } else {
+                let _ = close_within(e, T);
+            }
+        }
+    }
+}
+
+fn close_within(e: Engine, t: Duration) -> Result<(), Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(e.close());
+    });
+    rx.recv_timeout(t)
+        .unwrap_or_else(|_| panic!("Engine::close did not finish within {t:?}"))
+}
+
 /// Appends `n` records of varied sizes to `log` and returns their payloads (offset = index).
 fn fill(h: &Handle, log: &str, li: usize, n: u64) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -65,21 +108,34 @@ fn record_too_large_is_refused_and_changes_nothing() {
     let dir = tempdir("too-large");
     let cfg = small_config(&dir, 1);
     let max = cfg.max_record_bytes as usize;
-    let e = open(cfg.clone());
+    let e = start(cfg.clone());
     let h = e.handle();
     h.create_log("l").wait_timeout(T).unwrap();
     let mut expect = fill(&h, "l", 0, 5);
 
     for d in ALL {
         let err = h.append("l", vec![7u8; max + 1], d).wait_timeout(T).unwrap_err();
-        assert!(matches!(err, Error::RecordTooLarge { size, max: m } if size == max + 1 && m as usize == max), "{err}");
+        assert!(
+            matches!(err, Error::RecordTooLarge { size, max: m } if size == max + 1 && m as usize == max),
+            "{err}"
+        );
         let err = h.try_append("l", vec![7u8; max + 1], d).wait_timeout(T).unwrap_err();
         assert!(matches!(err, Error::RecordTooLarge { .. }), "{err}");
     }
     // One oversized record anywhere in a batch refuses the whole batch.
-    let batch = vec![OwnedRecord::new(vec![1u8; 10]), OwnedRecord::new(vec![2u8; max + 1]), OwnedRecord::new(vec![3u8; 10])];
-    let err = h.append_batch("l", batch, Durability::Synced).wait_timeout(T).unwrap_err();
-    assert!(matches!(err, Error::RecordTooLarge { size, .. } if size == max + 1), "{err}");
+    let batch = vec![
+        OwnedRecord::new(vec![1u8; 10]),
+        OwnedRecord::new(vec![2u8; max + 1]),
+        OwnedRecord::new(vec![3u8; 10]),
+    ];
+    let err = h
+        .append_batch("l", batch, Durability::Synced)
+        .wait_timeout(T)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RecordTooLarge { size, .. } if size == max + 1),
+        "{err}"
+    );
     // The same on the shard itself, including the never-awaiting path.
     let on_shard = e
         .spawn_on(h.shard_of("l"), move |s| async move {
@@ -87,7 +143,10 @@ fn record_too_large_is_refused_and_changes_nothing() {
             let big = vec![9u8; max + 1];
             let a = log.append(&big, Durability::Written).await.unwrap_err();
             let b = log.append_buffered(NewRecord::new(&big)).unwrap_err();
-            let c = log.try_append(NewRecord::new(&big), Durability::Memory).await.unwrap_err();
+            let c = log
+                .try_append(NewRecord::new(&big), Durability::Memory)
+                .await
+                .unwrap_err();
             Ok(vec![a, b, c])
         })
         .wait_timeout(T)
@@ -102,12 +161,15 @@ fn record_too_large_is_refused_and_changes_nothing() {
     assert_eq!(h.append("l", p.clone(), Durability::Synced).wait_timeout(T).unwrap(), 5);
     expect.push(p);
     let p = b"after".to_vec();
-    assert_eq!(h.append("l", p.clone(), Durability::Written).wait_timeout(T).unwrap(), 6);
+    assert_eq!(
+        h.append("l", p.clone(), Durability::Written).wait_timeout(T).unwrap(),
+        6
+    );
     expect.push(p);
     assert_intact(&h, "l", &expect);
     e.close().unwrap();
 
-    let e = open(cfg);
+    let e = start(cfg);
     assert_intact(&e.handle(), "l", &expect);
     e.close().unwrap();
 }
@@ -116,7 +178,7 @@ fn record_too_large_is_refused_and_changes_nothing() {
 fn bad_batch_is_refused_and_changes_nothing() {
     let dir = tempdir("bad-batch");
     let cfg = small_config(&dir, 1);
-    let e = open(cfg.clone());
+    let e = start(cfg.clone());
     let h = e.handle();
     h.create_log("b").wait_timeout(T).unwrap();
     let mut expect = fill(&h, "b", 1, 4);
@@ -127,10 +189,15 @@ fn bad_batch_is_refused_and_changes_nothing() {
     }
     // A batch is written contiguously into one segment: one larger than a segment is refused.
     let seg = cfg.segment_size_bytes as usize;
-    let big: Vec<OwnedRecord> = (0..5).map(|i| OwnedRecord::new(payload(1, 1000 + i, 60 << 10))).collect();
+    let big: Vec<OwnedRecord> = (0..5)
+        .map(|i| OwnedRecord::new(payload(1, 1000 + i, 60 << 10)))
+        .collect();
     assert!(big.iter().map(|r| r.payload.len()).sum::<usize>() > seg);
-    let err = h.append_batch("b", big, Durability::Written).wait_timeout(T).unwrap_err();
-    assert!(matches!(err, Error::BadBatch { .. }), "{err}");
+    let err = h
+        .append_batch("b", big, Durability::Written)
+        .wait_timeout(T)
+        .unwrap_err();
+    assert!(matches!(err, Error::BatchTooLarge { .. }), "{err}");
     let err = e
         .spawn_on(h.shard_of("b"), |s| async move {
             let log = s.log("b")?;
@@ -143,12 +210,15 @@ fn bad_batch_is_refused_and_changes_nothing() {
 
     // A good batch gets the next contiguous range.
     let good: Vec<OwnedRecord> = (0..3).map(|i| OwnedRecord::new(payload(1, 500 + i, 33))).collect();
-    let r = h.append_batch("b", good.clone(), Durability::Synced).wait_timeout(T).unwrap();
+    let r = h
+        .append_batch("b", good.clone(), Durability::Synced)
+        .wait_timeout(T)
+        .unwrap();
     assert_eq!(r, 4..7);
     expect.extend(good.into_iter().map(|r| r.payload));
     assert_intact(&h, "b", &expect);
     e.close().unwrap();
-    let e = open(cfg);
+    let e = start(cfg);
     assert_intact(&e.handle(), "b", &expect);
     e.close().unwrap();
 }
@@ -156,7 +226,7 @@ fn bad_batch_is_refused_and_changes_nothing() {
 #[test]
 fn unknown_log_is_reported_for_every_request() {
     let dir = tempdir("unknown");
-    let e = open(small_config(&dir, 2));
+    let e = start(small_config(&dir, 2));
     let h = e.handle();
     h.create_log("real").wait_timeout(T).unwrap();
     let expect = fill(&h, "real", 2, 6);
@@ -169,19 +239,33 @@ fn unknown_log_is_reported_for_every_request() {
     };
     for d in ALL {
         is_unknown(h.append(ghost, b"x".to_vec(), d).wait_timeout(T).map(|_| ()), "append");
-        is_unknown(h.try_append(ghost, b"x".to_vec(), d).wait_timeout(T).map(|_| ()), "try_append");
         is_unknown(
-            h.append_batch(ghost, vec![OwnedRecord::new(b"x".to_vec())], d).wait_timeout(T).map(|_| ()),
+            h.try_append(ghost, b"x".to_vec(), d).wait_timeout(T).map(|_| ()),
+            "try_append",
+        );
+        is_unknown(
+            h.append_batch(ghost, vec![OwnedRecord::new(b"x".to_vec())], d)
+                .wait_timeout(T)
+                .map(|_| ()),
             "append_batch",
         );
     }
     is_unknown(h.read(ghost, 0).wait_timeout(T).map(|_| ()), "read");
-    is_unknown(h.read_from(ghost, 0, 10, 1 << 20).wait_timeout(T).map(|_| ()), "read_from");
+    is_unknown(
+        h.read_from(ghost, 0, 10, 1 << 20).wait_timeout(T).map(|_| ()),
+        "read_from",
+    );
     is_unknown(h.sync(ghost).wait_timeout(T), "sync");
     is_unknown(h.roll(ghost).wait_timeout(T), "roll");
     is_unknown(h.offsets(ghost).wait_timeout(T).map(|_| ()), "offsets");
     is_unknown(h.wait_for(ghost, 0).wait_timeout(T), "wait_for");
-    is_unknown(h.follow(ghost, 0).next_record().map(|_| ()), "follow");
+    // Follow blocks without a timeout: run it on a thread and bound the wait.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let hf = h.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(hf.follow(ghost, 0).next_record().map(|_| ()));
+    });
+    is_unknown(rx.recv_timeout(T).expect("follow of an unknown log hung"), "follow");
     let on_shard = e
         .spawn_on(h.shard_of(ghost), move |s| async move { Ok(s.log(ghost).map(|_| ())) })
         .wait_timeout(T)
@@ -194,7 +278,12 @@ fn unknown_log_is_reported_for_every_request() {
     // The name is still free: creating it now gives an empty log starting at offset 0.
     h.create_log(ghost).wait_timeout(T).unwrap();
     assert_eq!(h.offsets(ghost).wait_timeout(T).unwrap(), (0, 0, 0));
-    assert_eq!(h.append(ghost, b"first".to_vec(), Durability::Synced).wait_timeout(T).unwrap(), 0);
+    assert_eq!(
+        h.append(ghost, b"first".to_vec(), Durability::Synced)
+            .wait_timeout(T)
+            .unwrap(),
+        0
+    );
     e.close().unwrap();
 }
 
@@ -202,7 +291,7 @@ fn unknown_log_is_reported_for_every_request() {
 fn log_exists_on_second_create_and_after_reopen() {
     let dir = tempdir("exists");
     let cfg = small_config(&dir, 2);
-    let e = open(cfg.clone());
+    let e = start(cfg.clone());
     let h = e.handle();
     h.create_log("dup").wait_timeout(T).unwrap();
     let mut expect = fill(&h, "dup", 3, 7);
@@ -226,16 +315,26 @@ fn log_exists_on_second_create_and_after_reopen() {
     let dirs = log_dirs(&dir);
     assert_eq!(dirs.iter().filter(|d| meta_name(d) == "race").count(), 1, "{dirs:?}");
     assert_eq!(dirs.len(), 2, "{dirs:?}");
-    assert_eq!(h.append("race", b"r".to_vec(), Durability::Synced).wait_timeout(T).unwrap(), 0);
+    assert_eq!(
+        h.append("race", b"r".to_vec(), Durability::Synced)
+            .wait_timeout(T)
+            .unwrap(),
+        0
+    );
     e.close().unwrap();
 
-    let e = open(cfg);
+    let e = start(cfg);
     let h = e.handle();
     let err = h.create_log("dup").wait_timeout(T).unwrap_err();
     assert!(matches!(err, Error::LogExists { .. }), "after reopen: {err}");
     assert_intact(&h, "dup", &expect);
     expect.push(b"more".to_vec());
-    assert_eq!(h.append("dup", b"more".to_vec(), Durability::Written).wait_timeout(T).unwrap(), 7);
+    assert_eq!(
+        h.append("dup", b"more".to_vec(), Durability::Written)
+            .wait_timeout(T)
+            .unwrap(),
+        7
+    );
     assert_intact(&h, "dup", &expect);
     assert_eq!(log_dirs(&dir).len(), 2);
     e.close().unwrap();
@@ -244,7 +343,7 @@ fn log_exists_on_second_create_and_after_reopen() {
 #[test]
 fn bad_log_names_are_refused_and_create_nothing() {
     let dir = tempdir("badname");
-    let e = open(small_config(&dir, 2));
+    let e = start(small_config(&dir, 2));
     let h = e.handle();
     h.create_log("ok").wait_timeout(T).unwrap();
     let expect = fill(&h, "ok", 4, 3);
@@ -255,12 +354,17 @@ fn bad_log_names_are_refused_and_create_nothing() {
         assert!(matches!(err, Error::BadLogName { .. }), "{name:?}: {err}");
         let n = name.to_owned();
         let err = e
-            .spawn_on(h.shard_of(name), move |s| async move { Ok(s.create_log(&n).await.unwrap_err()) })
+            .spawn_on(h.shard_of(name), move |s| async move {
+                Ok(s.create_log(&n).await.unwrap_err())
+            })
             .wait_timeout(T)
             .unwrap();
         assert!(matches!(err, Error::BadLogName { .. }), "on shard {name:?}: {err}");
         // Never created, so never found.
-        let err = h.append(name, b"x".to_vec(), Durability::Memory).wait_timeout(T).unwrap_err();
+        let err = h
+            .append(name, b"x".to_vec(), Durability::Memory)
+            .wait_timeout(T)
+            .unwrap_err();
         assert!(matches!(err, Error::UnknownLog { .. }), "{name:?}: {err}");
     }
     assert_eq!(log_dirs(&dir), before, "a refused name left a directory behind");
@@ -270,10 +374,15 @@ fn bad_log_names_are_refused_and_create_nothing() {
     let names = [edge.as_str(), "журнал событий", "a/b/../c", " spaced "];
     for name in names {
         h.create_log(name).wait_timeout(T).unwrap();
-        assert_eq!(h.append(name, name.as_bytes().to_vec(), Durability::Synced).wait_timeout(T).unwrap(), 0);
+        assert_eq!(
+            h.append(name, name.as_bytes().to_vec(), Durability::Synced)
+                .wait_timeout(T)
+                .unwrap(),
+            0
+        );
     }
     e.close().unwrap();
-    let e = open(small_config(&dir, 2));
+    let e = start(small_config(&dir, 2));
     let h = e.handle();
     for name in names {
         assert_eq!(h.read(name, 0).wait_timeout(T).unwrap().payload, name.as_bytes());
@@ -284,7 +393,9 @@ fn bad_log_names_are_refused_and_create_nothing() {
 
 fn assert_out_of_range(r: Result<aof_engine::Record, Error>, at: u64, next: u64, what: &str) {
     match r {
-        Err(Error::OffsetOutOfRange { offset, first, next: n, .. }) => {
+        Err(Error::OffsetOutOfRange {
+            offset, first, next: n, ..
+        }) => {
             assert_eq!((offset, first, n), (at, 0, next), "{what}: fields of the error");
         }
         other => panic!("{what}: read at {at} (next {next}) should be OffsetOutOfRange, got {other:?}"),
@@ -294,7 +405,7 @@ fn assert_out_of_range(r: Result<aof_engine::Record, Error>, at: u64, next: u64,
 #[test]
 fn reads_past_the_end_are_offset_out_of_range_through_the_handle() {
     let dir = tempdir("oor");
-    let e = open(small_config(&dir, 1));
+    let e = start(small_config(&dir, 1));
     let h = e.handle();
     h.create_log("empty").wait_timeout(T).unwrap();
     assert_out_of_range(h.read("empty", 0).wait_timeout(T), 0, 0, "empty log");
@@ -310,7 +421,12 @@ fn reads_past_the_end_are_offset_out_of_range_through_the_handle() {
         }
     }
     assert_intact(&h, "r", &expect);
-    assert_eq!(h.append("r", b"five".to_vec(), Durability::Memory).wait_timeout(T).unwrap(), 5);
+    assert_eq!(
+        h.append("r", b"five".to_vec(), Durability::Memory)
+            .wait_timeout(T)
+            .unwrap(),
+        5
+    );
     expect.push(b"five".to_vec());
     assert_eq!(h.read("r", 5).wait_timeout(T).unwrap().payload, b"five");
     assert_out_of_range(h.read("r", 6).wait_timeout(T), 6, 6, "Handle::read after append");
@@ -321,7 +437,7 @@ fn reads_past_the_end_are_offset_out_of_range_through_the_handle() {
 #[test]
 fn reads_past_the_end_are_offset_out_of_range_on_the_shard() {
     let dir = tempdir("oor-local");
-    let e = open(small_config(&dir, 1));
+    let e = start(small_config(&dir, 1));
     let h = e.handle();
     h.create_log("r").wait_timeout(T).unwrap();
     let expect = fill(&h, "r", 6, 5);
@@ -346,14 +462,17 @@ fn reads_past_the_end_are_offset_out_of_range_on_the_shard() {
 #[test]
 fn wrong_shard_is_reported_with_the_owner() {
     let dir = tempdir("wrongshard");
-    let e = open(small_config(&dir, 2));
+    let e = start(small_config(&dir, 2));
     let h = e.handle();
     h.create_log("events").wait_timeout(T).unwrap();
     let expect = fill(&h, "events", 7, 4);
     let owner = h.shard_of("events");
     let other = 1 - owner;
     // A name that would be created on `owner`, created from the other shard.
-    let fresh = (0..).map(|i| format!("fresh-{i}")).find(|n| h.shard_of(n) == owner).unwrap();
+    let fresh = (0..)
+        .map(|i| format!("fresh-{i}"))
+        .find(|n| h.shard_of(n) == owner)
+        .unwrap();
     let f2 = fresh.clone();
     let (a, b) = e
         .spawn_on(other, move |s| async move {
@@ -363,8 +482,14 @@ fn wrong_shard_is_reported_with_the_owner() {
         })
         .wait_timeout(T)
         .unwrap();
-    assert!(matches!(&a, Error::WrongShard { log, owner: o, this } if log == "events" && *o == owner && *this == other), "{a}");
-    assert!(matches!(&b, Error::WrongShard { owner: o, this, .. } if *o == owner && *this == other), "{b}");
+    assert!(
+        matches!(&a, Error::WrongShard { log, owner: o, this } if log == "events" && *o == owner && *this == other),
+        "{a}"
+    );
+    assert!(
+        matches!(&b, Error::WrongShard { owner: o, this, .. } if *o == owner && *this == other),
+        "{b}"
+    );
     // Nothing was created; the owner still works.
     let err = h.offsets(&fresh).wait_timeout(T).unwrap_err();
     assert!(matches!(err, Error::UnknownLog { .. }), "{err}");
@@ -437,10 +562,15 @@ fn config_errors_touch_nothing_on_disk() {
     }
     assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
     // The base configuration itself is fine.
-    let e = open(base);
+    let e = start(base);
     let h = e.handle();
     h.create_log("c").wait_timeout(T).unwrap();
-    assert_eq!(h.append("c", b"x".to_vec(), Durability::Synced).wait_timeout(T).unwrap(), 0);
+    assert_eq!(
+        h.append("c", b"x".to_vec(), Durability::Synced)
+            .wait_timeout(T)
+            .unwrap(),
+        0
+    );
     e.close().unwrap();
 }
 
@@ -451,7 +581,10 @@ fn missing_directory_is_reported_and_not_created() {
     let mut c = small_config(&root, 1);
     c.create_if_missing = false;
     let err = Engine::open(c).map(|_| ()).unwrap_err();
-    assert!(matches!(&err, Error::MissingDirectory { path } if path == &root), "{err}");
+    assert!(
+        matches!(&err, Error::MissingDirectory { path } if path == &root),
+        "{err}"
+    );
     assert!(!root.exists());
 
     // create_if_missing creates the directory, not its parents.
@@ -459,12 +592,15 @@ fn missing_directory_is_reported_and_not_created() {
     let c = small_config(&deep, 1);
     assert!(c.create_if_missing);
     let err = Engine::open(c).map(|_| ()).unwrap_err();
-    assert!(matches!(&err, Error::MissingDirectory { path } if path == &deep), "{err}");
+    assert!(
+        matches!(&err, Error::MissingDirectory { path } if path == &deep),
+        "{err}"
+    );
     assert!(!parent.join("no-such-parent").exists());
     assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0);
 
     // And with create_if_missing the plain missing directory is created and usable.
-    let e = open(small_config(&root, 1));
+    let e = start(small_config(&root, 1));
     e.handle().create_log("m").wait_timeout(T).unwrap();
     e.close().unwrap();
     assert!(root.is_dir());
@@ -473,7 +609,7 @@ fn missing_directory_is_reported_and_not_created() {
 #[test]
 fn shard_count_too_small_is_refused_and_more_shards_work() {
     let dir = tempdir("shardcount");
-    let e = open(small_config(&dir, 2));
+    let e = start(small_config(&dir, 2));
     let h = e.handle();
     let on0 = (0..).map(|i| format!("log-{i}")).find(|n| h.shard_of(n) == 0).unwrap();
     let on1 = (0..).map(|i| format!("log-{i}")).find(|n| h.shard_of(n) == 1).unwrap();
@@ -484,7 +620,12 @@ fn shard_count_too_small_is_refused_and_more_shards_work() {
     e.close().unwrap();
 
     match Engine::open(small_config(&dir, 1)) {
-        Err(Error::ShardCountTooSmall { found, configured, need, path }) => {
+        Err(Error::ShardCountTooSmall {
+            found,
+            configured,
+            need,
+            path,
+        }) => {
             assert_eq!((found, configured, need), (1, 1, 2));
             assert_eq!(path, dir);
         }
@@ -493,7 +634,7 @@ fn shard_count_too_small_is_refused_and_more_shards_work() {
     }
 
     // Same count: everything is there.
-    let e = open(small_config(&dir, 2));
+    let e = start(small_config(&dir, 2));
     let h = e.handle();
     assert_eq!((h.shard_of(&on0), h.shard_of(&on1)), (0, 1));
     assert_intact(&h, &on0, &e0);
@@ -501,14 +642,17 @@ fn shard_count_too_small_is_refused_and_more_shards_work() {
     e.close().unwrap();
 
     // More shards: the logs stay where they were created and keep their data.
-    let e = open(small_config(&dir, 3));
+    let e = start(small_config(&dir, 3));
     let h = e.handle();
     assert_eq!((h.shard_of(&on0), h.shard_of(&on1)), (0, 1));
     assert_intact(&h, &on0, &e0);
     assert_intact(&h, &on1, &e1);
     for (name, exp) in [(&on0, &mut e0), (&on1, &mut e1)] {
         let p = format!("{name} with 3 shards").into_bytes();
-        assert_eq!(h.append(name, p.clone(), Durability::Synced).wait_timeout(T).unwrap(), exp.len() as u64);
+        assert_eq!(
+            h.append(name, p.clone(), Durability::Synced).wait_timeout(T).unwrap(),
+            exp.len() as u64
+        );
         exp.push(p);
     }
     let found = e
@@ -520,14 +664,30 @@ fn shard_count_too_small_is_refused_and_more_shards_work() {
         .unwrap();
     assert_eq!(found, 21);
     // A log created under 3 shards on shard 2 then needs 3 shards.
-    let on2 = (0..).map(|i| format!("three-{i}")).find(|n| h.shard_of(n) == 2).unwrap();
+    let on2 = (0..)
+        .map(|i| format!("three-{i}"))
+        .find(|n| h.shard_of(n) == 2)
+        .unwrap();
     h.create_log(&on2).wait_timeout(T).unwrap();
-    h.append(&on2, b"two".to_vec(), Durability::Synced).wait_timeout(T).unwrap();
+    h.append(&on2, b"two".to_vec(), Durability::Synced)
+        .wait_timeout(T)
+        .unwrap();
     e.close().unwrap();
 
     let err = Engine::open(small_config(&dir, 2)).map(|_| ()).unwrap_err();
-    assert!(matches!(err, Error::ShardCountTooSmall { found: 2, configured: 2, need: 3, .. }), "{err}");
-    let e = open(small_config(&dir, 3));
+    assert!(
+        matches!(
+            err,
+            Error::ShardCountTooSmall {
+                found: 2,
+                configured: 2,
+                need: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let e = start(small_config(&dir, 3));
     let h = e.handle();
     assert_intact(&h, &on0, &e0);
     assert_intact(&h, &on1, &e1);
@@ -538,7 +698,7 @@ fn shard_count_too_small_is_refused_and_more_shards_work() {
 #[test]
 fn second_engine_on_one_directory_is_locked_out() {
     let dir = tempdir("locked");
-    let e = open(small_config(&dir, 1));
+    let e = start(small_config(&dir, 1));
     let h = e.handle();
     h.create_log("l").wait_timeout(T).unwrap();
     let mut expect = fill(&h, "l", 12, 10);
@@ -551,11 +711,16 @@ fn second_engine_on_one_directory_is_locked_out() {
     }
     // The first engine is unaffected.
     assert_intact(&h, "l", &expect);
-    assert_eq!(h.append("l", b"still mine".to_vec(), Durability::Synced).wait_timeout(T).unwrap(), 10);
+    assert_eq!(
+        h.append("l", b"still mine".to_vec(), Durability::Synced)
+            .wait_timeout(T)
+            .unwrap(),
+        10
+    );
     expect.push(b"still mine".to_vec());
     e.close().unwrap();
     // Once closed, the directory opens again.
-    let e = open(small_config(&dir, 1));
+    let e = start(small_config(&dir, 1));
     assert_intact(&e.handle(), "l", &expect);
     e.close().unwrap();
 }
@@ -563,7 +728,7 @@ fn second_engine_on_one_directory_is_locked_out() {
 #[test]
 fn handle_used_after_close_says_shutting_down() {
     let dir = tempdir("shutdown");
-    let e = open(small_config(&dir, 2));
+    let e = start(small_config(&dir, 2));
     let h = e.handle();
     h.create_log("s").wait_timeout(T).unwrap();
     let expect = fill(&h, "s", 13, 9);
@@ -574,17 +739,31 @@ fn handle_used_after_close_says_shutting_down() {
 
     let t = Duration::from_secs(5);
     let is_down = |r: Result<(), Error>, what: &str| {
-        assert!(matches!(r, Err(Error::ShuttingDown)), "{what}: expected ShuttingDown, got {r:?}");
+        assert!(
+            matches!(r, Err(Error::ShuttingDown)),
+            "{what}: expected ShuttingDown, got {r:?}"
+        );
     };
     is_down(early.wait_timeout(t).map(|_| ()), "append built before close");
     for d in ALL {
         is_down(h2.append("s", b"x".to_vec(), d).wait_timeout(t).map(|_| ()), "append");
-        is_down(h2.try_append("s", b"x".to_vec(), d).wait_timeout(t).map(|_| ()), "try_append");
+        is_down(
+            h2.try_append("s", b"x".to_vec(), d).wait_timeout(t).map(|_| ()),
+            "try_append",
+        );
     }
-    is_down(h2.append_batch("s", vec![OwnedRecord::new(b"x".to_vec())], Durability::Memory).wait_timeout(t).map(|_| ()), "batch");
+    is_down(
+        h2.append_batch("s", vec![OwnedRecord::new(b"x".to_vec())], Durability::Memory)
+            .wait_timeout(t)
+            .map(|_| ()),
+        "batch",
+    );
     is_down(h2.create_log("new").wait_timeout(t), "create_log");
     is_down(h2.read("s", 0).wait_timeout(t).map(|_| ()), "read");
-    is_down(h2.read_from("s", 0, 10, 1 << 20).wait_timeout(t).map(|_| ()), "read_from");
+    is_down(
+        h2.read_from("s", 0, 10, 1 << 20).wait_timeout(t).map(|_| ()),
+        "read_from",
+    );
     is_down(h2.sync("s").wait_timeout(t), "sync");
     is_down(h2.roll("s").wait_timeout(t), "roll");
     is_down(h2.offsets("s").wait_timeout(t).map(|_| ()), "offsets");
@@ -599,7 +778,7 @@ fn handle_used_after_close_says_shutting_down() {
     is_down(rx.recv_timeout(t).expect("follow hung after close"), "follow");
 
     // Nothing after close reached the log.
-    let e = open(small_config(&dir, 2));
+    let e = start(small_config(&dir, 2));
     assert_intact(&e.handle(), "s", &expect);
     e.close().unwrap();
 }
@@ -628,14 +807,21 @@ fn memory_file_system_is_refused_at_open() {
     let _rm = Rm(root.clone());
     match Engine::open(small_config(&root, 1)) {
         Err(Error::Environment { problem, remedy }) => {
-            assert!(problem.contains("memory file system") || problem.contains("O_DIRECT"), "{problem}");
+            assert!(
+                problem.contains("memory file system") || problem.contains("O_DIRECT"),
+                "{problem}"
+            );
             assert!(!remedy.is_empty());
         }
         Err(e) => panic!("expected Environment, got {e}"),
         Ok(_) => panic!("opened an engine on tmpfs"),
     }
     // Refused before anything was laid out there.
-    let left: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(left.is_empty(), "left behind on tmpfs: {left:?}");
 }
 
@@ -652,7 +838,11 @@ impl LoopMount {
         let image = base.join("disk.img");
         let mnt = base.join("mnt");
         std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
-        let mut m = LoopMount { image, mnt, mounted: false };
+        let mut m = LoopMount {
+            image,
+            mnt,
+            mounted: false,
+        };
         let run = |args: &[&str]| -> Result<(), String> {
             let o = std::process::Command::new(args[0])
                 .args(&args[1..])
@@ -661,7 +851,10 @@ impl LoopMount {
             if o.status.success() {
                 Ok(())
             } else {
-                Err(format!("{args:?} failed: {}", String::from_utf8_lossy(&o.stderr).trim()))
+                Err(format!(
+                    "{args:?} failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
             }
         };
         let img = m.image.to_str().unwrap().to_owned();
@@ -677,13 +870,22 @@ impl LoopMount {
 impl Drop for LoopMount {
     fn drop(&mut self) {
         if self.mounted {
-            let ok = std::process::Command::new("umount").arg(&self.mnt).status().map(|s| s.success()).unwrap_or(false);
+            let out = std::process::Command::new("umount").arg(&self.mnt).output();
+            let ok = out.as_ref().map(|o| o.status.success()).unwrap_or(false);
             if !ok {
+                let why = out
+                    .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+                    .unwrap_or_default();
+                eprintln!("umount {} failed ({why}); detaching lazily", self.mnt.display());
                 let _ = std::process::Command::new("umount").arg("-l").arg(&self.mnt).status();
             }
         }
         // `mount -o loop` sets autoclear; detach explicitly anyway in case it did not.
-        if let Ok(o) = std::process::Command::new("losetup").arg("-j").arg(&self.image).output() {
+        if let Ok(o) = std::process::Command::new("losetup")
+            .arg("-j")
+            .arg(&self.image)
+            .output()
+        {
             for line in String::from_utf8_lossy(&o.stdout).lines() {
                 if let Some(dev) = line.split(':').next().filter(|d| d.starts_with("/dev/loop")) {
                     let _ = std::process::Command::new("losetup").arg("-d").arg(dev).status();
@@ -711,7 +913,9 @@ fn is_no_space(e: &Error) -> bool {
 #[test]
 fn full_disk_gives_a_clear_error_and_keeps_acknowledged_records() {
     if !running_as_root() {
-        eprintln!("SKIPPED full_disk_gives_a_clear_error_and_keeps_acknowledged_records: needs root to mount a loop device");
+        eprintln!(
+            "SKIPPED full_disk_gives_a_clear_error_and_keeps_acknowledged_records: needs root to mount a loop device"
+        );
         return;
     }
     let base = tempdir("fulldisk");
@@ -731,7 +935,7 @@ fn full_disk_gives_a_clear_error_and_keeps_acknowledged_records() {
     cfg.flush_threshold_bytes = 256 << 10;
     cfg.shard_memory_budget_bytes = 2 << 20;
     cfg.io_memory_bytes = 1 << 20;
-    let e = open(cfg.clone());
+    let e = start(cfg.clone());
     let h = e.handle();
     h.create_log("fill").wait_timeout(T).unwrap();
     let mut acked: Vec<Vec<u8>> = Vec::new();
@@ -752,6 +956,12 @@ fn full_disk_gives_a_clear_error_and_keeps_acknowledged_records() {
     let err = failure.expect("2000 x 60 KiB never filled a 24 MiB file system");
     assert!(!matches!(err, Error::Timeout(_)), "append hung on a full disk");
     assert!(is_no_space(&err), "a full disk should say so: {err} ({err:?})");
+    if matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(28)) {
+        assert!(
+            err.is_storage_full(),
+            "ENOSPC not recognised by is_storage_full: {err:?}"
+        );
+    }
     assert!(acked.len() > 100, "only {} records fit before the error", acked.len());
     eprintln!("full disk after {} acknowledged 60 KiB records: {err}", acked.len());
 
@@ -767,5 +977,11 @@ fn full_disk_gives_a_clear_error_and_keeps_acknowledged_records() {
         Err(e) => assert!(is_no_space(&e) || matches!(e, Error::LogFailed { .. }), "retry: {e}"),
     }
     e.close().expect("close after a full disk");
+    // A restart on the still-full disk finds every acknowledged record.
+    let e = Eng(Some(
+        Engine::open(cfg).unwrap_or_else(|e| panic!("reopen on a full disk: {e}")),
+    ));
+    assert_intact(&e.handle(), "fill", &acked);
+    e.close().unwrap();
     drop(mount);
 }

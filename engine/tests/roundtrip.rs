@@ -161,7 +161,9 @@ fn explicit_and_age_based_rolls_seal_segments() {
     // On demand: returns once the old segment's seal is durable.
     h.roll("r").wait_timeout(std::time::Duration::from_secs(10)).unwrap();
     let sealed = |e: &aof_engine::Engine| {
-        e.spawn_on(0, |s| async move { Ok(s.log("r")?.sealed_segments()) }).wait().unwrap()
+        e.spawn_on(0, |s| async move { Ok(s.log("r")?.sealed_segments()) })
+            .wait()
+            .unwrap()
     };
     assert_eq!(sealed(&e), 1);
     // A roll of an empty active segment is a no-op.
@@ -171,7 +173,10 @@ fn explicit_and_age_based_rolls_seal_segments() {
     h.append("r", b"two".to_vec(), Durability::Memory).wait().unwrap();
     let start = std::time::Instant::now();
     while sealed(&e) < 2 {
-        assert!(start.elapsed() < std::time::Duration::from_secs(10), "age-based roll never happened");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "age-based roll never happened"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     e.close().unwrap();

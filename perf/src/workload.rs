@@ -1,0 +1,470 @@
+//! The workload generator shared by every engine run and by the baseline: who produces, how
+//! much, how fast (closed loop or open loop at a target rate), and the latency it saw.
+//!
+//! Open-loop latency is measured from each record's *intended* send time, so a stall delays
+//! every record scheduled behind it and shows up in the percentiles (no coordinated omission).
+
+use aof_engine::{Config, Durability, Engine, NewRecord, OwnedRecord, ShardStats};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+pub enum Producer {
+    /// Tasks on the shards' own executors (thread-per-core, no hop).
+    Shard,
+    /// Threads outside the engine, through the Handle's lock-free queues.
+    Foreign,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+pub enum Mode {
+    Memory,
+    Written,
+    Synced,
+}
+
+impl Mode {
+    pub fn durability(self) -> Durability {
+        match self {
+            Mode::Memory => Durability::Memory,
+            Mode::Written => Durability::Written,
+            Mode::Synced => Durability::Synced,
+        }
+    }
+}
+
+/// Record size: fixed, or uniform in a range (`64..4096`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Size {
+    pub min: usize,
+    pub max: usize,
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parse = |x: &str| x.trim().parse::<usize>().map_err(|e| format!("bad size {x:?}: {e}"));
+        match s.split_once("..") {
+            Some((a, b)) => {
+                let (min, max) = (parse(a)?, parse(b)?);
+                if min > max {
+                    return Err(format!("empty range {s}"));
+                }
+                Ok(Size { min, max })
+            }
+            None => {
+                let v = parse(s)?;
+                Ok(Size { min: v, max: v })
+            }
+        }
+    }
+}
+
+impl Size {
+    fn pick(&self, x: u64) -> usize {
+        if self.min == self.max {
+            self.min
+        } else {
+            self.min + (x % (self.max - self.min + 1) as u64) as usize
+        }
+    }
+    fn mean(&self) -> f64 {
+        (self.min + self.max) as f64 / 2.0
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    pub label: String,
+    pub shards: usize,
+    pub logs: usize,
+    pub size: Size,
+    pub batch: usize,
+    pub mode: Mode,
+    pub producer: Producer,
+    /// Concurrent producers per log (tasks or threads).
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Total target records/s for an open-loop run; `None` = closed loop, as fast as it goes.
+    pub rate: Option<f64>,
+    /// Keep each shard busy with a CPU-bound background task (to measure foreign-request
+    /// latency against a loaded shard).
+    pub busy_shards: bool,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Latency {
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub p9999_us: f64,
+    pub max_us: f64,
+    pub samples: u64,
+}
+
+impl Latency {
+    pub fn from_hist(h: &Histogram<u64>) -> Self {
+        let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
+        Latency {
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            p9999_us: q(0.9999),
+            max_us: h.max() as f64 / 1000.0,
+            samples: h.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub spec: Spec,
+    pub records: u64,
+    pub records_per_s: f64,
+    pub mb_per_s: f64,
+    pub per_shard_records_per_s: Vec<f64>,
+    pub latency: Latency,
+    /// Process CPU time (user + system) over wall time, in cores.
+    pub cpu_cores: f64,
+    pub engine: Vec<EngineCounters>,
+}
+
+/// The engine's own counters for one shard (a copy of `ShardStats` for the JSON report).
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineCounters {
+    pub shard: usize,
+    pub appends: u64,
+    pub records: u64,
+    pub payload_bytes: u64,
+    pub writes: u64,
+    pub written_bytes: u64,
+    pub fdatasyncs: u64,
+    pub segments_sealed: u64,
+    pub backpressure_events: u64,
+}
+
+impl From<ShardStats> for EngineCounters {
+    fn from(s: ShardStats) -> Self {
+        EngineCounters {
+            shard: s.shard,
+            appends: s.appends,
+            records: s.records,
+            payload_bytes: s.payload_bytes,
+            writes: s.writes,
+            written_bytes: s.written_bytes,
+            fdatasyncs: s.fdatasyncs,
+            segments_sealed: s.segments_sealed,
+            backpressure_events: s.backpressure_events,
+        }
+    }
+}
+
+pub fn new_hist() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+pub fn cpu_time() -> Duration {
+    let mut u: libc::rusage = unsafe_zeroed_rusage();
+    // SAFETY: getrusage fills the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn unsafe_zeroed_rusage() -> libc::rusage {
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+pub fn progress(label: &str, total: Duration) -> ProgressBar {
+    let pb = ProgressBar::new(total.as_millis() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>28} [{bar:30}] {elapsed:>4} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_owned());
+    pb
+}
+
+/// Drives a progress bar for `total` while `work` runs on this thread's caller.
+pub fn with_progress<T>(label: &str, total: Duration, counter: Arc<AtomicU64>, work: impl FnOnce() -> T) -> T {
+    let pb = progress(label, total);
+    let done = Arc::new(AtomicBool::new(false));
+    let (d, p, c) = (done.clone(), pb.clone(), counter);
+    let ticker = std::thread::spawn(move || {
+        let start = Instant::now();
+        while !d.load(Ordering::Relaxed) {
+            p.set_position(start.elapsed().as_millis() as u64);
+            p.set_message(format!("{} records", c.load(Ordering::Relaxed)));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let r = work();
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    pb.finish_and_clear();
+    r
+}
+
+pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
+    let mut c = Config::new(dir);
+    c.shards = spec.shards;
+    c.max_record_bytes = c.max_record_bytes.max(spec.size.max as u32);
+    c
+}
+
+/// Names `logs` logs so they spread evenly over the shards.
+pub fn log_names(h: &aof_engine::Handle, logs: usize) -> Vec<String> {
+    let shards = h.shards();
+    let per = logs.div_ceil(shards);
+    let mut count = vec![0usize; shards];
+    let mut names = Vec::new();
+    let mut i = 0;
+    while names.len() < logs {
+        let n = format!("perf-{i}");
+        let s = h.shard_of(&n);
+        if count[s] < per {
+            count[s] += 1;
+            names.push(n);
+        }
+        i += 1;
+    }
+    names
+}
+
+struct Shared {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    counter: Arc<AtomicU64>,
+}
+
+/// Runs one workload against a fresh engine in `dir`.
+pub fn run(dir: &Path, spec: &Spec) -> Result<RunResult, aof_engine::Error> {
+    let root: PathBuf = dir.join(format!("run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let engine = Engine::open(engine_config(&root, spec))?;
+    let h = engine.handle();
+    let names = log_names(&h, spec.logs);
+    for n in &names {
+        h.create_log(n).wait()?;
+    }
+    let producers = (names.len() * spec.concurrency) as f64;
+    let per_producer_rate = spec.rate.map(|r| r / producers);
+    let counter = Arc::new(AtomicU64::new(0));
+    let busy_stop = Arc::new(AtomicBool::new(false));
+    let mut busy = Vec::new();
+    if spec.busy_shards {
+        for s in 0..engine.shards() {
+            let stop = busy_stop.clone();
+            busy.push(engine.spawn_on(s, move |_| async move {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..20_000u64 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                    }
+                    glommio::yield_if_needed().await;
+                }
+                Ok(x)
+            }));
+        }
+    }
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        start,
+        measure_from: start + spec.warmup,
+        end: start + spec.warmup + spec.duration,
+        counter: counter.clone(),
+    });
+    let total = spec.warmup + spec.duration;
+    let (hist, per_log) = with_progress(&spec.label, total, counter, || match spec.producer {
+        Producer::Shard => run_on_shards(&engine, &names, spec, per_producer_rate, &shared),
+        Producer::Foreign => run_foreign(&h, &names, spec, per_producer_rate, &shared),
+    })?;
+    let cpu = (cpu_time() - cpu0).as_secs_f64() / start.elapsed().as_secs_f64();
+    busy_stop.store(true, Ordering::Relaxed);
+    for b in busy {
+        let _ = b.wait();
+    }
+    let mut per_shard = vec![0u64; engine.shards()];
+    for (i, n) in names.iter().enumerate() {
+        per_shard[h.shard_of(n)] += per_log[i];
+    }
+    let mut stats = Vec::new();
+    for s in 0..engine.shards() {
+        stats.push(h.stats(s).wait()?.into());
+    }
+    engine.close()?;
+    let _ = std::fs::remove_dir_all(&root);
+    let secs = spec.duration.as_secs_f64();
+    let records: u64 = per_log.iter().sum();
+    Ok(RunResult {
+        spec: spec.clone(),
+        records,
+        records_per_s: records as f64 / secs,
+        mb_per_s: records as f64 * spec.size.mean() / secs / 1e6,
+        per_shard_records_per_s: per_shard.iter().map(|&r| r as f64 / secs).collect(),
+        latency: Latency::from_hist(&hist),
+        cpu_cores: cpu,
+        engine: stats,
+    })
+}
+
+/// Waits until `at` on a shard: timer for long waits, yielding spin for the last stretch.
+async fn sleep_until(at: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= at {
+            return;
+        }
+        let left = at - now;
+        if left > Duration::from_micros(200) {
+            glommio::timer::Timer::new(left - Duration::from_micros(100)).await;
+        } else {
+            futures_lite::future::yield_now().await;
+        }
+    }
+}
+
+type Outcome = Result<(Histogram<u64>, Vec<u64>), aof_engine::Error>;
+
+fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f64>, sh: &Arc<Shared>) -> Outcome {
+    let mut replies = Vec::new();
+    for (li, name) in names.iter().enumerate() {
+        let (name, spec, sh) = (name.clone(), spec.clone(), sh.clone());
+        let shard = engine.handle().shard_of(&name);
+        replies.push(engine.spawn_on(shard, move |s| async move {
+            let log = s.log(&name)?;
+            let hist = Rc::new(RefCell::new(new_hist()));
+            let count = Rc::new(RefCell::new(0u64));
+            let mut tasks = Vec::new();
+            for p in 0..spec.concurrency {
+                let (log, hist, count, spec, sh) = (log.clone(), hist.clone(), count.clone(), spec.clone(), sh.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    let seed = (li * 1000 + p) as u64;
+                    let mut buf = vec![0xA5u8; spec.size.max];
+                    let mut k = 0u64;
+                    loop {
+                        let intended = match rate {
+                            Some(r) => sh.start + Duration::from_secs_f64(k as f64 / r),
+                            None => Instant::now(),
+                        };
+                        if intended >= sh.end {
+                            break;
+                        }
+                        if rate.is_some() {
+                            sleep_until(intended).await;
+                        }
+                        let len = spec.size.pick(seed.wrapping_mul(0x9E37_79B9).wrapping_add(k));
+                        buf[0..8.min(len)].copy_from_slice(&k.to_le_bytes()[..8.min(len)]);
+                        if spec.batch <= 1 {
+                            log.append_record(NewRecord::new(&buf[..len]), spec.mode.durability())
+                                .await?;
+                        } else {
+                            let recs: Vec<NewRecord<'_>> =
+                                (0..spec.batch).map(|_| NewRecord::new(&buf[..len])).collect();
+                            log.append_batch(&recs, spec.mode.durability()).await?;
+                        }
+                        let done = Instant::now();
+                        if done >= sh.measure_from && intended < sh.end {
+                            hist.borrow_mut()
+                                .saturating_record(done.duration_since(intended).as_nanos() as u64);
+                            *count.borrow_mut() += spec.batch.max(1) as u64;
+                            sh.counter.fetch_add(spec.batch.max(1) as u64, Ordering::Relaxed);
+                        }
+                        k += 1;
+                        if rate.is_none() && k % 64 == 0 {
+                            glommio::yield_if_needed().await;
+                        }
+                    }
+                    Ok::<(), aof_engine::Error>(())
+                }));
+            }
+            for t in tasks {
+                t.await?;
+            }
+            let h = hist.borrow().clone();
+            let c = *count.borrow();
+            Ok((h, c))
+        }));
+    }
+    let mut hist = new_hist();
+    let mut per_log = Vec::new();
+    for r in replies {
+        let (h, c) = r.wait()?;
+        hist.add(&h).ok();
+        per_log.push(c);
+    }
+    Ok((hist, per_log))
+}
+
+fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Option<f64>, sh: &Arc<Shared>) -> Outcome {
+    let mut threads = Vec::new();
+    for (li, name) in names.iter().enumerate() {
+        for p in 0..spec.concurrency {
+            let (h, name, spec, sh) = (h.clone(), name.clone(), spec.clone(), sh.clone());
+            threads.push((
+                li,
+                std::thread::spawn(move || -> Result<(Histogram<u64>, u64), aof_engine::Error> {
+                    let mut hist = new_hist();
+                    let mut count = 0u64;
+                    let seed = (li * 1000 + p) as u64;
+                    let mut k = 0u64;
+                    loop {
+                        let intended = match rate {
+                            Some(r) => sh.start + Duration::from_secs_f64(k as f64 / r),
+                            None => Instant::now(),
+                        };
+                        if intended >= sh.end {
+                            break;
+                        }
+                        while Instant::now() < intended {
+                            let left = intended - Instant::now();
+                            if left > Duration::from_micros(200) {
+                                std::thread::sleep(left - Duration::from_micros(100));
+                            } else {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        let len = spec.size.pick(seed.wrapping_mul(0x9E37_79B9).wrapping_add(k));
+                        let d = spec.mode.durability();
+                        if spec.batch <= 1 {
+                            h.append(&name, vec![0xA5u8; len], d).wait()?;
+                        } else {
+                            let recs = (0..spec.batch).map(|_| OwnedRecord::new(vec![0xA5u8; len])).collect();
+                            h.append_batch(&name, recs, d).wait()?;
+                        }
+                        let done = Instant::now();
+                        if done >= sh.measure_from && intended < sh.end {
+                            hist.saturating_record(done.duration_since(intended).as_nanos() as u64);
+                            count += spec.batch.max(1) as u64;
+                            sh.counter.fetch_add(spec.batch.max(1) as u64, Ordering::Relaxed);
+                        }
+                        k += 1;
+                    }
+                    Ok((hist, count))
+                }),
+            ));
+        }
+    }
+    let mut hist = new_hist();
+    let mut per_log = vec![0u64; names.len()];
+    for (li, t) in threads {
+        let (hh, c) = t.join().expect("producer thread")?;
+        hist.add(&hh).ok();
+        per_log[li] += c;
+    }
+    Ok((hist, per_log))
+}
