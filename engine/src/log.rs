@@ -128,6 +128,7 @@ impl LogInner {
             end_pos: BLOCK_SIZE,
             stage_pos: 0,
             staging: header,
+            staging_head: 0,
             disk_end: 0,
             inflight: None,
             index: IndexBuilder::new(index_interval),
@@ -219,7 +220,7 @@ impl Log {
         let first = inner.next_offset;
         let a = &mut inner.active;
         debug_assert_eq!(a.next_offset, first);
-        debug_assert_eq!(a.stage_pos + a.staging.len() as u64, a.end_pos);
+        debug_assert_eq!(a.stage_pos + a.staged().len() as u64, a.end_pos);
         let n = recs.len();
         for (i, r) in recs.iter().enumerate() {
             let ts = r.timestamp_ns.unwrap_or(now);
@@ -308,6 +309,7 @@ impl Log {
                     });
                 }
                 Err(Blocked::Spare) => {
+                    core.stats.borrow_mut().spare_waits += 1;
                     // Wake when a spare arrives, or when another append has already rolled
                     // (then the new segment has room and no second spare is coming).
                     let base = self.inner.borrow().active.base_offset;
@@ -325,6 +327,14 @@ impl Log {
                 }
             }
         };
+        if durability == Durability::Memory {
+            // A producer that never awaits would starve this shard's flusher: once a flush is
+            // due, give it a turn.
+            let due = self.inner.borrow().active.unflushed_bytes() >= core.config.flush_threshold_bytes;
+            if due {
+                futures_lite::future::yield_now().await;
+            }
+        }
         self.wait_durable(range.end, durability).await?;
         Ok(range)
     }

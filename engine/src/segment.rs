@@ -27,6 +27,9 @@ pub struct ActiveSegment {
     pub end_pos: u64,
     pub stage_pos: u64,
     pub staging: Vec<u8>,
+    /// Bytes at the front of `staging` already written and no longer needed (compacted away
+    /// lazily, so a large backlog is never shifted once per write).
+    pub staging_head: usize,
     pub disk_end: u64,
     pub inflight: Option<(u64, Rc<DmaBuffer>)>,
     pub index: IndexBuilder,
@@ -45,6 +48,11 @@ pub struct ActiveSegment {
 impl ActiveSegment {
     pub fn record_count(&self) -> u64 {
         self.next_offset - self.base_offset
+    }
+
+    /// The bytes `[stage_pos, end_pos)`.
+    pub fn staged(&self) -> &[u8] {
+        &self.staging[self.staging_head..]
     }
 
     pub fn unflushed_bytes(&self) -> u64 {
@@ -67,7 +75,7 @@ impl ActiveSegment {
             return None;
         }
         if pos >= self.stage_pos {
-            let s = (pos - self.stage_pos) as usize;
+            let s = self.staging_head + (pos - self.stage_pos) as usize;
             return Some(self.staging[s..s + len].to_vec());
         }
         if let Some((ipos, buf)) = &self.inflight {

@@ -255,6 +255,8 @@ pub struct ShardStats {
     pub segments_sealed: u64,
     /// Appends that had to wait for memory budget (or got `Backpressure`).
     pub backpressure_events: u64,
+    /// Appends that waited for the next segment's file to be preallocated.
+    pub spare_waits: u64,
     /// Bytes appended and not yet written, now.
     pub unflushed_bytes: u64,
 }

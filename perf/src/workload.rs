@@ -151,6 +151,7 @@ pub struct EngineCounters {
     pub fdatasyncs: u64,
     pub segments_sealed: u64,
     pub backpressure_events: u64,
+    pub spare_waits: u64,
 }
 
 impl From<ShardStats> for EngineCounters {
@@ -165,6 +166,7 @@ impl From<ShardStats> for EngineCounters {
             fdatasyncs: s.fdatasyncs,
             segments_sealed: s.segments_sealed,
             backpressure_events: s.backpressure_events,
+            spare_waits: s.spare_waits,
         }
     }
 }
