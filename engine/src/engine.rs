@@ -354,8 +354,8 @@ impl Handle {
         })
     }
 
-    /// Appends one record or fails at once with `Backpressure` if the shard's budget (or its
-    /// mailbox) is full.
+    /// Appends one record or fails at once: `Backpressure` if the shard's memory budget is
+    /// full, `InboxFull` if its cross-thread queue is.
     pub fn try_append(&self, name: &str, payload: impl Into<Vec<u8>>, d: Durability) -> Reply<u64> {
         let rec = OwnedRecord::new(payload);
         self.to_log(name, true, move |core, log| async move {
@@ -519,7 +519,10 @@ impl LocalLog {
     }
 
     /// The fastest path: `Memory` durability, never awaits. `Backpressure` if the shard's
-    /// budget is full or the next segment is not ready yet (retry after yielding).
+    /// budget is full or the next segment is not ready yet: then fall back to the awaiting
+    /// [`append_record`](Self::append_record), which waits for exactly what is missing. (Do not
+    /// spin on this call with `yield_now`: glommio polls I/O only when the task queue runs
+    /// dry or every 100 ms, so a spinning retry starves the very flush it waits for.)
     pub fn append_buffered(&self, rec: NewRecord<'_>) -> Result<u64> {
         match self.log.try_stage(&self.core, &[rec], Durability::Memory)? {
             Ok(r) => Ok(r.start),

@@ -119,8 +119,9 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
             Action::SealRolled => seal_front(&log, &core).await,
             Action::Flush { sync } => flush_active(&log, &core, sync).await,
             Action::Sync => {
+                let r = sync_active(&log).await;
                 core.stats.borrow_mut().fdatasyncs += 1;
-                sync_active(&log).await
+                r
             }
             Action::MakeSpare => {
                 // Preallocating a whole segment can take a while (fallocate runs on glommio's

@@ -332,7 +332,9 @@ impl Log {
             // due, give it a turn.
             let due = self.inner.borrow().active.unflushed_bytes() >= core.config.flush_threshold_bytes;
             if due {
-                futures_lite::future::yield_now().await;
+                // Yield the whole task queue, not just this task: glommio polls I/O only
+                // between task-queue runs, and the flush's completion must be seen.
+                glommio::executor().yield_task_queue_now().await;
             }
         }
         self.wait_durable(range.end, durability).await?;
@@ -391,6 +393,8 @@ impl Log {
             if i.active.record_count() == 0 {
                 return Ok(());
             }
+            // A previous failure to make the next segment (say, a full disk) is retried now.
+            i.spare_error = None;
             i.roll_requested = true;
             i.spare_wanted = true;
             i.next_offset
@@ -398,22 +402,23 @@ impl Log {
         self.flusher_wake.notify_all();
         self.changed
             .wait_for(|| {
-                let i = self.inner.borrow();
-                if i.failed.is_some() {
+                let mut i = self.inner.borrow_mut();
+                if let Some(f) = &i.failed {
                     return Some(Err(Error::LogFailed {
                         log: self.name.clone(),
-                        detail: i.failed.clone().unwrap_or_default(),
+                        detail: f.clone(),
                         kind: i.failed_kind,
                     }));
                 }
-                if let Some(e) = &i.spare_error {
-                    return Some(Err(Error::LogFailed {
-                        log: self.name.clone(),
-                        detail: format!("cannot roll: {e}"),
-                        kind: e.io_kind(),
-                    }));
+                if i.active.base_offset >= end && i.rolled.is_empty() {
+                    return Some(Ok(()));
                 }
-                (i.active.base_offset >= end && i.rolled.is_empty()).then_some(Ok(()))
+                // The segment could not be created: hand the error (with its OS error kind)
+                // to the caller and leave the log as it was.
+                i.spare_error.take().map(|e| {
+                    i.roll_requested = false;
+                    Err(e)
+                })
             })
             .await
     }

@@ -335,7 +335,7 @@ async fn sleep_until(at: Instant) {
         if left > Duration::from_micros(200) {
             glommio::timer::Timer::new(left - Duration::from_micros(100)).await;
         } else {
-            futures_lite::future::yield_now().await;
+            glommio::executor().yield_task_queue_now().await;
         }
     }
 }
@@ -387,7 +387,7 @@ fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f6
                             sh.counter.fetch_add(spec.batch.max(1) as u64, Ordering::Relaxed);
                         }
                         k += 1;
-                        if rate.is_none() && k % 64 == 0 {
+                        if rate.is_none() && k.is_multiple_of(64) {
                             glommio::yield_if_needed().await;
                         }
                     }
