@@ -309,7 +309,14 @@ impl Handle {
                 })),
             };
         }
-        Reply::unsent(job, mailbox.clone(), rx)
+        // Sent now, not when first polled: a request is in flight as soon as the call returns,
+        // like a message, so several can be issued before any is awaited. Only a full mailbox
+        // defers the send to the Reply, which then waits for room.
+        match mailbox.try_send(job) {
+            Ok(()) => Reply::sent(rx),
+            Err(SendError::Closed) => Reply::ready(Err(Error::ShuttingDown)),
+            Err(SendError::Full(job)) => Reply::unsent(job, mailbox.clone(), rx),
+        }
     }
 
     fn to_log<T, F, Fut>(&self, name: &str, fail_fast: bool, f: F) -> Reply<T>

@@ -332,9 +332,12 @@ impl Log {
             // due, give it a turn.
             let due = self.inner.borrow().active.unflushed_bytes() >= core.config.flush_threshold_bytes;
             if due {
-                // Yield the whole task queue, not just this task: glommio polls I/O only
-                // between task-queue runs, and the flush's completion must be seen.
-                glommio::executor().yield_task_queue_now().await;
+                // Force one pass through the reactor. glommio 0.9 submits queued I/O and reaps
+                // completions only between scheduler passes, and a task that stays runnable
+                // (yielding does not help) keeps it from making one for up to its 100 ms
+                // preemption period: the flush would sit unsubmitted. A short timer makes this
+                // task non-runnable, so the executor flushes its rings and comes straight back.
+                glommio::timer::Timer::new(std::time::Duration::from_micros(1)).await;
             }
         }
         self.wait_durable(range.end, durability).await?;

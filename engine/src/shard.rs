@@ -191,6 +191,9 @@ impl ShardCore {
 
     /// Graceful stop: refuse new work, flush and sync everything, stop the flushers.
     pub async fn close(self: &Rc<Self>) -> Result<()> {
+        // Requests that arrived before the close have been spawned as tasks; let each take its
+        // first step (an append stages its records) so work accepted before close is finished.
+        futures_lite::future::yield_now().await;
         self.closing.set(true);
         self.mailbox.close();
         let logs: Vec<Rc<Log>> = self.logs.borrow().values().cloned().collect();

@@ -291,12 +291,34 @@ pub fn run(dir: &Path, spec: &Spec) -> Result<RunResult, aof_engine::Error> {
         counter: counter.clone(),
     });
     let total = spec.warmup + spec.duration;
+    let trace = std::env::var_os("AOF_PERF_TRACE").is_some().then(|| {
+        let (h, stop) = (h.clone(), busy_stop.clone());
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(st) = h.stats(0).wait() {
+                    eprintln!(
+                        "{:>6} ms unflushed {:>9} writes {:>6} bp {:>4} spare_waits {}",
+                        t0.elapsed().as_millis(),
+                        st.unflushed_bytes,
+                        st.writes,
+                        st.backpressure_events,
+                        st.spare_waits
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    });
     let (hist, per_log) = with_progress(&spec.label, total, counter, || match spec.producer {
         Producer::Shard => run_on_shards(&engine, &names, spec, per_producer_rate, &shared),
         Producer::Foreign => run_foreign(&h, &names, spec, per_producer_rate, &shared),
     })?;
     let cpu = (cpu_time() - cpu0).as_secs_f64() / start.elapsed().as_secs_f64();
     busy_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = trace {
+        let _ = t.join();
+    }
     for b in busy {
         let _ = b.wait();
     }
