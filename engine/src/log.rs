@@ -330,8 +330,11 @@ impl Log {
         if durability == Durability::Memory {
             // A producer that never awaits would starve this shard's flusher: once a flush is
             // due, give it a turn.
-            let due = self.inner.borrow().active.unflushed_bytes() >= core.config.flush_threshold_bytes;
-            if due {
+            // Only when the flusher is visibly behind (two flushes' worth waiting shard-wide):
+            // a shard kept busy by other tasks delays timers too, and an append must not wait
+            // on one when nothing is wrong.
+            let behind = core.unflushed.get() >= 2 * core.config.flush_threshold_bytes;
+            if behind {
                 // Force one pass through the reactor. glommio 0.9 submits queued I/O and reaps
                 // completions only between scheduler passes, and a task that stays runnable
                 // (yielding does not help) keeps it from making one for up to its 100 ms
