@@ -195,20 +195,34 @@ fn list_segments(dir: &Path, log_id: u64, report: &mut RecoveryReport) -> Result
 }
 
 /// Tries the seal trailer; `Ok(None)` means the segment is not (validly) sealed.
-fn read_sealed(bytes: &[u8], base: u64) -> Option<(fmt::Trailer, Vec<fmt::IndexEntry>)> {
-    let len = bytes.len() as u64;
+fn read_sealed(path: &Path, base: u64) -> Result<Option<(fmt::Trailer, Vec<fmt::IndexEntry>)>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).map_err(io("open segment", path))?;
+    let len = f.metadata().map_err(io("stat segment", path))?.len();
     if len < BLOCK_SIZE + TRAILER_BYTES as u64 {
-        return None;
+        return Ok(None);
     }
-    let t = fmt::decode_trailer(&bytes[bytes.len() - TRAILER_BYTES..], len).ok()?;
+    // Only the trailer and the index are read: opening a sealed segment needs no scan.
+    let mut tr = [0u8; TRAILER_BYTES];
+    f.read_exact_at(&mut tr, len - TRAILER_BYTES as u64)
+        .map_err(io("read trailer", path))?;
+    let Ok(t) = fmt::decode_trailer(&tr, len) else {
+        return Ok(None);
+    };
     if t.base_offset != base {
-        return None;
+        return Ok(None);
     }
-    let index = fmt::decode_index(&bytes[t.index_pos as usize..], &t).ok()?;
+    let index_len = (t.index_count as usize).saturating_mul(fmt::INDEX_ENTRY_BYTES);
+    let mut index_bytes = vec![0u8; index_len];
+    f.read_exact_at(&mut index_bytes, t.index_pos)
+        .map_err(io("read index", path))?;
+    let Ok(index) = fmt::decode_index(&index_bytes, &t) else {
+        return Ok(None);
+    };
     if t.next_offset > t.base_offset && index.first().map(|e| e.offset) != Some(base) {
-        return None;
+        return Ok(None);
     }
-    Some((t, index))
+    Ok(Some((t, index)))
 }
 
 /// Opens an existing log directory, repairing its tail.
@@ -224,9 +238,6 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
     let n = files.len();
     for (i, sf) in files.into_iter().enumerate() {
         let last = i + 1 == n;
-        // Recovery reads whole files with ordinary reads: the page cache is coherent with the
-        // O_DIRECT writes that made them, and start-up is not on the latency path.
-        let bytes = std::fs::read(&sf.path).map_err(io("read segment", &sf.path))?;
         if let Some(prev) = sealed.last() {
             if sf.base < prev.next_offset {
                 return Err(Error::Corruption {
@@ -242,7 +253,7 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
                 report.lost_ranges.push((prev.next_offset, sf.base));
             }
         }
-        if let Some((t, index)) = read_sealed(&bytes, sf.base) {
+        if let Some((t, index)) = read_sealed(&sf.path, sf.base)? {
             let file = open_dma(&sf.path, false).await?;
             sealed.push(SealedSegment {
                 base_offset: t.base_offset,
@@ -255,6 +266,10 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
             });
             continue;
         }
+        // An unsealed (or damaged) segment is read whole and scanned, with ordinary reads: the
+        // page cache is coherent with the O_DIRECT writes that made it, and start-up is not on
+        // the latency path.
+        let bytes = std::fs::read(&sf.path).map_err(io("read segment", &sf.path))?;
         report.scanned += 1;
         if let Ok(h) = SegmentHeader::decode(&bytes) {
             if h.log_id != meta.log_id || h.base_offset != sf.base {
