@@ -296,3 +296,25 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
     }
     std::fs::write(first, &pristine).unwrap();
 }
+
+#[test]
+fn damaged_log_meta_is_reported_with_its_path() {
+    let dir = tempdir("meta");
+    let (_seg, _bytes, _pos) = prepare(&dir, 3);
+    let meta = walk(&dir)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "log.meta"))
+        .unwrap();
+    let mut b = std::fs::read(&meta).unwrap();
+    b[20] ^= 0x40;
+    std::fs::write(&meta, &b).unwrap();
+    match aof_engine::Engine::open(small_config(&dir, 1)) {
+        Err(Error::Corruption { path, .. }) => assert_eq!(path, meta),
+        Err(e) => panic!("expected Corruption naming log.meta, got {e}"),
+        Ok(_) => panic!("opened with a damaged log.meta"),
+    }
+    // Nothing was changed by the failed open: restoring the byte restores the log.
+    b[20] ^= 0x40;
+    std::fs::write(&meta, &b).unwrap();
+    check(&dir, 3, "after restoring log.meta");
+}
