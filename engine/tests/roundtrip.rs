@@ -261,3 +261,55 @@ fn drop_without_close_keeps_everything() {
         .all(|r| r.payload == payload(3, r.offset, 1 + r.offset as usize % 700)));
     e.close().unwrap();
 }
+
+/// Readers racing the writer: a follower on another thread and a tail on the shard read every
+/// record while segments roll, seal and leave memory underneath them.
+#[test]
+fn followers_read_everything_while_segments_roll() {
+    let dir = tempdir("follow");
+    let e = open(small_config(&dir, 1));
+    let h = e.handle();
+    h.create_log("f").wait().unwrap();
+    const N: u64 = 6000;
+    let size = |i: u64| 1 + (i as usize * 97) % 900;
+    let follower = {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            let mut f = h.follow("f", 0);
+            for i in 0..N {
+                let r = f.next_record().unwrap();
+                assert_eq!(r.offset, i);
+                assert_eq!(r.payload, payload(5, i, size(i)), "follower at {i}");
+            }
+        })
+    };
+    let tail = e.spawn_on(0, move |s| async move {
+        let log = s.log("f")?;
+        let mut t = log.tail(0);
+        for i in 0..N {
+            let r = t.next().await?;
+            assert_eq!(r.offset, i);
+            assert_eq!(r.payload, payload(5, i, size(i)), "tail at {i}");
+        }
+        Ok(())
+    });
+    for i in 0..N {
+        let d = if i % 100 == 0 {
+            Durability::Synced
+        } else {
+            Durability::Memory
+        };
+        assert_eq!(h.append("f", payload(5, i, size(i)), d).wait().unwrap(), i);
+    }
+    follower.join().unwrap();
+    tail.wait().unwrap();
+    let sealed = e
+        .spawn_on(0, |s| async move { Ok(s.log("f")?.sealed_segments()) })
+        .wait()
+        .unwrap();
+    assert!(
+        sealed >= 5,
+        "segments should have rolled underneath the readers ({sealed})"
+    );
+    e.close().unwrap();
+}
