@@ -171,6 +171,7 @@ fn run_table() -> Table {
         "size",
         "rec/s",
         "MB/s",
+        "rec/s per shard",
         "p50 µs",
         "p90 µs",
         "p99 µs",
@@ -178,6 +179,8 @@ fn run_table() -> Table {
         "p99.99 µs",
         "max µs",
         "CPU cores",
+        "rec per fdatasync",
+        "backpressure waits",
     ])
 }
 
@@ -201,6 +204,11 @@ fn add_run(t: &mut Table, r: &RunResult) {
         size,
         fmt_num(r.records_per_s),
         format!("{:.1}", r.mb_per_s),
+        r.per_shard_records_per_s
+            .iter()
+            .map(|x| fmt_num(*x))
+            .collect::<Vec<_>>()
+            .join(" / "),
         format!("{:.2}", l.p50_us),
         format!("{:.2}", l.p90_us),
         format!("{:.2}", l.p99_us),
@@ -208,6 +216,20 @@ fn add_run(t: &mut Table, r: &RunResult) {
         format!("{:.1}", l.p9999_us),
         format!("{:.0}", l.max_us),
         format!("{:.2}", r.cpu_cores),
+        {
+            let syncs: u64 = r.engine.iter().map(|e| e.fdatasyncs).sum();
+            let recs: u64 = r.engine.iter().map(|e| e.records).sum();
+            if syncs == 0 {
+                "-".into()
+            } else {
+                format!("{:.1}", recs as f64 / syncs as f64)
+            }
+        },
+        r.engine
+            .iter()
+            .map(|e| e.backpressure_events + e.spare_waits)
+            .sum::<u64>()
+            .to_string(),
     ]);
 }
 
@@ -381,12 +403,15 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         "1024".into(),
         fmt_num(b16.records_per_s),
         format!("{:.1}", b16.mb_per_s),
+        "-".into(),
         format!("{:.2}", l.p50_us),
         format!("{:.2}", l.p90_us),
         format!("{:.2}", l.p99_us),
         format!("{:.1}", l.p999_us),
         format!("{:.1}", l.p9999_us),
         format!("{:.0}", l.max_us),
+        "-".into(),
+        "-".into(),
         "-".into(),
     ]);
     println!("## Scenarios\n\n{}", t.markdown());
