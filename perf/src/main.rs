@@ -90,6 +90,9 @@ struct WorkloadArgs {
     /// Keep every shard busy with CPU work while measuring.
     #[arg(long)]
     busy_shards: bool,
+    /// Let idle shards busy-poll this many µs before parking (Config::spin_before_park).
+    #[arg(long, default_value_t = 0)]
+    spin_before_park_us: u64,
 }
 
 impl WorkloadArgs {
@@ -107,6 +110,7 @@ impl WorkloadArgs {
             warmup: Duration::from_secs_f64(self.warmup_secs),
             rate: self.rate,
             busy_shards: self.busy_shards,
+            spin_before_park_us: self.spin_before_park_us,
         }
     }
 }
@@ -324,6 +328,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             warmup_secs: 0.5,
             rate: None,
             busy_shards: false,
+            spin_before_park_us: 0,
         }
         .spec(label)
     };

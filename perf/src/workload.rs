@@ -98,6 +98,8 @@ pub struct Spec {
     /// Keep each shard busy with a CPU-bound background task (to measure foreign-request
     /// latency against a loaded shard).
     pub busy_shards: bool,
+    /// `Config::spin_before_park` in µs (0 = park at once, the default).
+    pub spin_before_park_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -223,6 +225,7 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     let mut c = Config::new(dir);
     c.shards = spec.shards;
     c.max_record_bytes = c.max_record_bytes.max(spec.size.max as u32);
+    c.spin_before_park = (spec.spin_before_park_us > 0).then(|| Duration::from_micros(spec.spin_before_park_us));
     c
 }
 
