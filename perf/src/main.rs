@@ -354,7 +354,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     let dev_sync_p99 = dev.write_fdatasync_4k_latency.p99_us;
 
     let mut runs: Vec<RunResult> = Vec::new();
-    let total = 11;
+    let total = 12;
     let mut go = |s: Spec| -> Res<RunResult> {
         eprintln!("[{}/{total}] {}", runs.len() + 1, s.label);
         let r = workload::run(dir, &s)?;
@@ -389,6 +389,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     let s4k = go(synced("synced 4 KiB x64", 4096, 64))?;
     let s1k = go(synced("synced 1 KiB x64", 1024, 64))?;
     let s1 = go(synced("synced 4 KiB depth 1", 4096, 1))?;
+    let e16_shard = go(synced("engine synced 1 KiB, 16 on-shard tasks", 1024, 16))?;
     let mut s = synced("engine synced 1 KiB, 16 threads", 1024, 16);
     s.producer = Producer::Foreign;
     let e16 = go(s.clone())?;
@@ -475,6 +476,14 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         "≥ 3",
         r >= 3.0,
         format!("{:.0} vs {:.0} rec/s", e16.records_per_s, b16.records_per_s),
+    );
+    let r = e16_shard.records_per_s / b16.records_per_s;
+    check(
+        "same, engine driven by 16 on-shard tasks (its native entry point)",
+        r,
+        "≥ 3",
+        r >= 3.0,
+        format!("{:.0} vs {:.0} rec/s", e16_shard.records_per_s, b16.records_per_s),
     );
     let r = b16.latency.p999_us / e16.latency.p999_us;
     check(
