@@ -8,52 +8,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Generous bound that only proves "does not hang".
-const T: Duration = Duration::from_secs(30);
-
-/// An engine that cannot hang its test: `close` is bounded, and an engine dropped while the
-/// test panics (say, after a request timed out) is leaked instead of joined, so the failure is
-/// reported instead of the test binary hanging on a stuck shard.
-struct Eng(Option<Engine>);
-
-fn start(c: Config) -> Eng {
-    Eng(Some(open(c)))
-}
-
-impl std::ops::Deref for Eng {
-    type Target = Engine;
-    fn deref(&self) -> &Engine {
-        self.0.as_ref().expect("engine already closed")
-    }
-}
-
-impl Eng {
-    fn close(mut self) -> Result<(), Error> {
-        close_within(self.0.take().expect("engine already closed"), T)
-    }
-}
-
-impl Drop for Eng {
-    fn drop(&mut self) {
-        if let Some(e) = self.0.take() {
-            if std::thread::panicking() {
-                std::mem::forget(e);
-            } else {
-                let _ = close_within(e, T);
-            }
-        }
-    }
-}
-
-fn close_within(e: Engine, t: Duration) -> Result<(), Error> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(e.close());
-    });
-    rx.recv_timeout(t)
-        .unwrap_or_else(|_| panic!("Engine::close did not finish within {t:?}"))
-}
-
 /// Appends `n` records of varied sizes to `log` and returns their payloads (offset = index).
 fn fill(h: &Handle, log: &str, li: usize, n: u64) -> Vec<Vec<u8>> {
     let mut out = Vec::new();

@@ -8,28 +8,6 @@ use aof_engine::{Durability, Error, OwnedRecord};
 use common::*;
 use std::path::{Path, PathBuf};
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walk(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn walk(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn size(i: u64) -> usize {
     1 + (i as usize * 37) % 211
 }
@@ -46,7 +24,7 @@ fn prepare(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<u64>) {
             .unwrap();
     }
     e.close().unwrap();
-    let segs = segments(dir);
+    let segs = seg_files(dir);
     assert_eq!(segs.len(), 1);
     let bytes = std::fs::read(&segs[0]).unwrap();
     let mut pos = vec![4096u64];
@@ -167,7 +145,7 @@ fn torn_batch_vanishes_whole() {
     let recs = (5..10).map(|i| OwnedRecord::new(payload(0, i, size(i)))).collect();
     assert_eq!(h.append_batch("t", recs, Durability::Synced).wait().unwrap(), 5..10);
     e.close().unwrap();
-    let seg = segments(&dir).remove(0);
+    let seg = seg_files(&dir).remove(0);
     let bytes = std::fs::read(&seg).unwrap();
     let mut pos = vec![4096u64];
     for i in 0..10 {
@@ -189,7 +167,7 @@ fn prepare_sealed(dir: &Path) -> (u64, Vec<PathBuf>) {
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     let mut i = 0u64;
-    while segments(dir).len() < 4 {
+    while seg_files(dir).len() < 4 {
         h.append("t", payload(0, i, 3000 + size(i)), Durability::Written)
             .wait()
             .unwrap();
@@ -197,7 +175,7 @@ fn prepare_sealed(dir: &Path) -> (u64, Vec<PathBuf>) {
     }
     h.sync("t").wait().unwrap();
     e.close().unwrap();
-    (i, segments(dir))
+    (i, seg_files(dir))
 }
 
 fn base_of(p: &Path) -> u64 {

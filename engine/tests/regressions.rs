@@ -2,80 +2,13 @@
 //! "What the previous generation got wrong"). Each test opens with the bug it pins.
 
 mod common;
-use aof_engine::{Config, Durability, Engine, Error, Handle, LocalLog, NewRecord, OwnedRecord};
+use aof_engine::{Durability, Engine, Error, Handle, LocalLog, NewRecord, OwnedRecord};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Generous bound that only proves "does not hang".
-const T: Duration = Duration::from_secs(30);
-
-/// An engine that cannot hang its test: `close` is bounded, and an engine dropped while the
-/// test panics (say, after a request timed out) is leaked instead of joined, so the failure is
-/// reported instead of the test binary hanging on a stuck shard.
-struct Eng(Option<Engine>);
-
-fn start(c: Config) -> Eng {
-    Eng(Some(open(c)))
-}
-
-impl std::ops::Deref for Eng {
-    type Target = Engine;
-    fn deref(&self) -> &Engine {
-        self.0.as_ref().expect("engine already closed")
-    }
-}
-
-impl Eng {
-    fn close(mut self) -> Result<(), Error> {
-        close_within(self.0.take().expect("engine already closed"), T)
-    }
-}
-
-impl Drop for Eng {
-    fn drop(&mut self) {
-        if let Some(e) = self.0.take() {
-            if std::thread::panicking() {
-                std::mem::forget(e);
-            } else {
-                let _ = close_within(e, T);
-            }
-        }
-    }
-}
-
-fn close_within(e: Engine, t: Duration) -> Result<(), Error> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(e.close());
-    });
-    rx.recv_timeout(t)
-        .unwrap_or_else(|_| panic!("Engine::close did not finish within {t:?}"))
-}
-
-fn walk(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn seg_files(d: &Path) -> Vec<PathBuf> {
-    walk(d)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect()
-}
 
 /// Reads the whole log and checks it equals `expect` byte for byte, offset for offset.
 fn assert_log(h: &Handle, log: &str, expect: &[Vec<u8>]) {

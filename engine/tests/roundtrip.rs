@@ -46,10 +46,7 @@ fn handle_round_trip_across_sizes_rolls_and_reopen() {
         e.close().unwrap();
     }
     // The 256 KiB segments must have rolled many times.
-    let segs = walk(&dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .count();
+    let segs = seg_files(&dir).len();
     assert!(segs > 8, "only {segs} segment files");
     let e = open(small_config(&dir, 2));
     let h = e.handle();
@@ -136,19 +133,6 @@ fn on_shard_appends_tags_timestamps_batches_and_tail() {
     e.close().unwrap();
 }
 
-pub fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn explicit_and_age_based_rolls_seal_segments() {
     let dir = tempdir("rolls");
@@ -197,12 +181,7 @@ fn sealed_trailers_checksum_exactly_the_bytes_on_disk() {
     let h = e.handle();
     h.create_log("c").wait().unwrap();
     let mut i = 0u64;
-    while walk(&dir)
-        .iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .count()
-        < 4
-    {
+    while seg_files(&dir).len() < 4 {
         let recs = (0..3)
             .map(|k| OwnedRecord::new(payload(0, i + k, 1 + ((i + k) as usize * 131) % 5000)))
             .collect();
@@ -212,10 +191,7 @@ fn sealed_trailers_checksum_exactly_the_bytes_on_disk() {
     h.roll("c").wait().unwrap();
     e.close().unwrap();
     let mut sealed = 0;
-    for p in walk(&dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-    {
+    for p in seg_files(&dir) {
         let b = std::fs::read(&p).unwrap();
         let Ok(t) = decode_trailer(&b[b.len() - TRAILER_BYTES..], b.len() as u64) else {
             continue;

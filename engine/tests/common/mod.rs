@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use aof_engine::{Config, Durability, Engine};
-use std::path::PathBuf;
+use aof_engine::{Config, Durability, Engine, Error};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A fresh data directory on a real (O_DIRECT-capable) file system under the target dir.
 pub fn tempdir(name: &str) -> PathBuf {
@@ -53,3 +54,75 @@ pub fn open(c: Config) -> Engine {
 }
 
 pub const ALL: [Durability; 3] = [Durability::Memory, Durability::Written, Durability::Synced];
+
+/// Every file below `d`, sorted.
+pub fn walk(d: &Path) -> Vec<PathBuf> {
+    fn go(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                go(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(d, &mut out);
+    out.sort();
+    out
+}
+
+/// Every segment file below `d`, sorted.
+pub fn seg_files(d: &Path) -> Vec<PathBuf> {
+    walk(d)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect()
+}
+
+/// Generous bound that only proves "does not hang".
+pub const T: Duration = Duration::from_secs(30);
+
+/// An engine that cannot hang its test: `close` is bounded, and an engine dropped while the
+/// test panics (say, after a request timed out) is leaked instead of joined, so the failure is
+/// reported instead of the test binary hanging on a stuck shard.
+pub struct Eng(pub Option<Engine>);
+
+pub fn start(c: Config) -> Eng {
+    Eng(Some(open(c)))
+}
+
+impl std::ops::Deref for Eng {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.0.as_ref().expect("engine already closed")
+    }
+}
+
+impl Eng {
+    pub fn close(mut self) -> Result<(), Error> {
+        close_within(self.0.take().expect("engine already closed"), T)
+    }
+}
+
+impl Drop for Eng {
+    fn drop(&mut self) {
+        if let Some(e) = self.0.take() {
+            if std::thread::panicking() {
+                std::mem::forget(e);
+            } else {
+                let _ = close_within(e, T);
+            }
+        }
+    }
+}
+
+pub fn close_within(e: Engine, t: Duration) -> Result<(), Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(e.close());
+    });
+    rx.recv_timeout(t)
+        .unwrap_or_else(|_| panic!("Engine::close did not finish within {t:?}"))
+}
