@@ -533,11 +533,7 @@ impl LocalLog {
     pub fn append_buffered(&self, rec: NewRecord<'_>) -> Result<u64> {
         match self.log.try_stage(&self.core, &[rec], Durability::Memory)? {
             Ok(r) => Ok(r.start),
-            Err(_) => Err(Error::Backpressure {
-                shard: self.core.id,
-                used: self.core.unflushed.get(),
-                budget: self.core.config.shard_memory_budget_bytes,
-            }),
+            Err(_) => Err(self.core.backpressure()),
         }
     }
 

@@ -118,11 +118,7 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
             }
             Action::SealRolled => seal_front(&log, &core).await,
             Action::Flush { sync } => flush_active(&log, &core, sync).await,
-            Action::Sync => {
-                let r = sync_active(&log).await;
-                core.stats.borrow_mut().fdatasyncs += 1;
-                r
-            }
+            Action::Sync => sync_active(&log, &core).await,
             Action::MakeSpare => {
                 // Preallocating a whole segment can take a while (fallocate runs on glommio's
                 // blocking pool); flushes and syncs carry on meanwhile.
@@ -260,38 +256,44 @@ async fn flush_active(log: &Log, core: &ShardCore, sync: bool) -> Result<()> {
         }
     }
     if sync {
-        let (file, path) = {
-            let i = log.inner.borrow();
-            let s = i.open_segment(base).expect("segment being flushed is open");
-            (s.file.clone(), s.path.clone())
-        };
-        file.fdatasync()
-            .await
-            .map_err(|e| Error::glommio("fdatasync", &path, e))?;
-        core.stats.borrow_mut().fdatasyncs += 1;
-        let mut i = log.inner.borrow_mut();
-        i.synced_upto = i.synced_upto.max(upto);
-        i.settle();
-        drop(i);
-        log.changed.notify_all();
+        fdatasync_segment(log, core, base).await?;
+        mark_synced(log, upto);
     }
     Ok(())
 }
 
-async fn sync_active(log: &Log) -> Result<()> {
-    let (file, path, upto) = {
+/// Syncs what is already written of the active segment (nothing is left to write).
+async fn sync_active(log: &Log, core: &ShardCore) -> Result<()> {
+    let (base, upto) = {
         let i = log.inner.borrow();
-        (i.active.file.clone(), i.active.path.clone(), i.written_upto)
+        (i.active.base_offset, i.written_upto)
+    };
+    fdatasync_segment(log, core, base).await?;
+    mark_synced(log, upto);
+    Ok(())
+}
+
+/// fdatasyncs the open (active or rolled) segment with base `base`.
+async fn fdatasync_segment(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
+    let (file, path) = {
+        let i = log.inner.borrow();
+        let s = i.open_segment(base).expect("segment being synced is open");
+        (s.file.clone(), s.path.clone())
     };
     file.fdatasync()
         .await
         .map_err(|e| Error::glommio("fdatasync", &path, e))?;
+    core.stats.borrow_mut().fdatasyncs += 1;
+    Ok(())
+}
+
+/// Records that every record below `upto` is synced and wakes whoever waits for it.
+fn mark_synced(log: &Log, upto: u64) {
     let mut i = log.inner.borrow_mut();
     i.synced_upto = i.synced_upto.max(upto);
     i.settle();
     drop(i);
     log.changed.notify_all();
-    Ok(())
 }
 
 /// Makes the oldest rolled segment's data durable (write, fdatasync) so the records in it,
@@ -306,25 +308,17 @@ async fn seal_front(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     if needs_write && write_segment(log, core, base).await?.is_none() {
         return Ok(()); // more chunks first
     }
-    let (file, path) = {
-        let i = log.inner.borrow();
-        let s = i.open_segment(base).expect("rolled segment");
-        (s.file.clone(), s.path.clone())
+    fdatasync_segment(log, core, base).await?;
+    let next = {
+        let mut i = log.inner.borrow_mut();
+        let s = i.open_segment_mut(base).expect("rolled segment");
+        debug_assert_eq!(s.disk_end, s.end_pos);
+        s.seal_started = true;
+        let next = s.next_offset;
+        i.written_upto = i.written_upto.max(next);
+        next
     };
-    file.fdatasync()
-        .await
-        .map_err(|e| Error::glommio("fdatasync", &path, e))?;
-    core.stats.borrow_mut().fdatasyncs += 1;
-    let mut i = log.inner.borrow_mut();
-    let s = i.open_segment_mut(base).expect("rolled segment");
-    debug_assert_eq!(s.disk_end, s.end_pos);
-    s.seal_started = true;
-    let next = s.next_offset;
-    i.written_upto = i.written_upto.max(next);
-    i.synced_upto = i.synced_upto.max(next);
-    i.settle();
-    drop(i);
-    log.changed.notify_all();
+    mark_synced(log, next);
     glommio::spawn_local(finish_seal(log.clone(), core.clone(), base)).detach();
     Ok(())
 }

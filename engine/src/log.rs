@@ -284,14 +284,8 @@ impl Log {
         let range = loop {
             match self.try_stage(core, recs, durability)? {
                 Ok(r) => break r,
-                Err(Blocked::Budget) if !wait_for_budget => {
-                    core.stats.borrow_mut().backpressure_events += 1;
-                    return Err(Error::Backpressure {
-                        shard: core.id,
-                        used: core.unflushed.get(),
-                        budget: core.config.shard_memory_budget_bytes,
-                    });
-                }
+                // Full budget, or no next segment ready yet: the non-waiting call refuses.
+                Err(_) if !wait_for_budget => return Err(core.backpressure()),
                 Err(Blocked::Budget) => {
                     core.stats.borrow_mut().backpressure_events += 1;
                     let need = core.config.shard_memory_budget_bytes / 2;
@@ -301,14 +295,6 @@ impl Log {
                                 .then_some(())
                         })
                         .await;
-                }
-                Err(Blocked::Spare) if !wait_for_budget => {
-                    core.stats.borrow_mut().backpressure_events += 1;
-                    return Err(Error::Backpressure {
-                        shard: core.id,
-                        used: core.unflushed.get(),
-                        budget: core.config.shard_memory_budget_bytes,
-                    });
                 }
                 Err(Blocked::Spare) => {
                     core.stats.borrow_mut().spare_waits += 1;

@@ -67,6 +67,16 @@ impl ShardCore {
         s
     }
 
+    /// Counts a refused append and builds the error for it.
+    pub fn backpressure(&self) -> Error {
+        self.stats.borrow_mut().backpressure_events += 1;
+        Error::Backpressure {
+            shard: self.id,
+            used: self.unflushed.get(),
+            budget: self.config.shard_memory_budget_bytes,
+        }
+    }
+
     pub fn next_serial(&self) -> u64 {
         let s = self.serial.get();
         self.serial.set(s + 1);
@@ -244,6 +254,7 @@ impl ShardCore {
 /// Counters of one shard since it started. Cheap to keep (plain integers on the shard's own
 /// thread); read them with `Handle::stats` or `Shard::stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ShardStats {
     pub shard: usize,
     pub logs: usize,
