@@ -2,7 +2,7 @@
 //! group commit (one fdatasync covers every append that finished before it started), driven
 //! by the same workload generator as the engine (foreign threads).
 
-use crate::workload::{new_hist, progress, Latency, Mode, Spec};
+use crate::workload::{new_hist, progress, send_time, Latency, Mode, Spec};
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
@@ -85,14 +85,7 @@ pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
                     let mut n = 0u64;
                     let mut k = 0u64;
                     let buf = vec![0xA5u8; spec.size.max];
-                    loop {
-                        let intended = match rate {
-                            Some(r) => start + Duration::from_secs_f64(k as f64 / r),
-                            None => Instant::now(),
-                        };
-                        if intended >= end {
-                            break;
-                        }
+                    while let Some(intended) = send_time(start, end, rate, k) {
                         while Instant::now() < intended {
                             std::hint::spin_loop();
                         }

@@ -89,34 +89,22 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
             fmt_num(xv)
         );
     }
-    if log_y {
-        let mut e = y0;
-        while e <= y1 + 1e-9 {
-            let yv = 10f64.powf(e);
-            let _ = write!(
-                s,
-                r##"<line x1="{l}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-                w - r,
-                l - 6.0,
-                py(yv) + 4.0,
-                fmt_num(yv),
-                y = py(yv)
-            );
-            e += 1.0;
-        }
+    // Gridlines at each power of ten on a log axis, at fifths of the range on a linear one.
+    let ticks: Vec<f64> = if log_y {
+        (y0 as i32..=y1.ceil() as i32).map(|e| 10f64.powi(e)).collect()
     } else {
-        for i in 0..=5 {
-            let yv = y0 + (y1 - y0) * i as f64 / 5.0;
-            let _ = write!(
-                s,
-                r##"<line x1="{l}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-                w - r,
-                l - 6.0,
-                py(yv) + 4.0,
-                fmt_num(yv),
-                y = py(yv)
-            );
-        }
+        (0..=5).map(|i| y0 + (y1 - y0) * i as f64 / 5.0).collect()
+    };
+    for yv in ticks {
+        let _ = write!(
+            s,
+            r##"<line x1="{l}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+            w - r,
+            l - 6.0,
+            py(yv) + 4.0,
+            fmt_num(yv),
+            y = py(yv)
+        );
     }
     let _ = write!(
         s,

@@ -138,39 +138,8 @@ pub struct RunResult {
     pub latency: Latency,
     /// Process CPU time (user + system) over wall time, in cores.
     pub cpu_cores: f64,
-    pub engine: Vec<EngineCounters>,
-}
-
-/// The engine's own counters for one shard (a copy of `ShardStats` for the JSON report).
-#[derive(Debug, Clone, Serialize)]
-pub struct EngineCounters {
-    pub shard: usize,
-    pub appends: u64,
-    pub records: u64,
-    pub payload_bytes: u64,
-    pub writes: u64,
-    pub written_bytes: u64,
-    pub fdatasyncs: u64,
-    pub segments_sealed: u64,
-    pub backpressure_events: u64,
-    pub spare_waits: u64,
-}
-
-impl From<ShardStats> for EngineCounters {
-    fn from(s: ShardStats) -> Self {
-        EngineCounters {
-            shard: s.shard,
-            appends: s.appends,
-            records: s.records,
-            payload_bytes: s.payload_bytes,
-            writes: s.writes,
-            written_bytes: s.written_bytes,
-            fdatasyncs: s.fdatasyncs,
-            segments_sealed: s.segments_sealed,
-            backpressure_events: s.backpressure_events,
-            spare_waits: s.spare_waits,
-        }
-    }
+    /// The engine's own counters, per shard.
+    pub engine: Vec<ShardStats>,
 }
 
 pub fn new_hist() -> Histogram<u64> {
@@ -246,6 +215,16 @@ pub fn log_names(h: &aof_engine::Handle, logs: usize) -> Vec<String> {
         i += 1;
     }
     names
+}
+
+/// When a producer should send its record `k`: on schedule (`start + k / rate`) in an open
+/// loop, at once in a closed loop; `None` once that time is past `end`.
+pub fn send_time(start: Instant, end: Instant, rate: Option<f64>, k: u64) -> Option<Instant> {
+    let at = match rate {
+        Some(r) => start + Duration::from_secs_f64(k as f64 / r),
+        None => Instant::now(),
+    };
+    (at < end).then_some(at)
 }
 
 struct Shared {
@@ -331,7 +310,7 @@ pub fn run(dir: &Path, spec: &Spec) -> Result<RunResult, aof_engine::Error> {
     }
     let mut stats = Vec::new();
     for s in 0..engine.shards() {
-        stats.push(h.stats(s).wait()?.into());
+        stats.push(h.stats(s).wait()?);
     }
     engine.close()?;
     let _ = std::fs::remove_dir_all(&root);
@@ -383,14 +362,7 @@ fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f6
                     let seed = (li * 1000 + p) as u64;
                     let mut buf = vec![0xA5u8; spec.size.max];
                     let mut k = 0u64;
-                    loop {
-                        let intended = match rate {
-                            Some(r) => sh.start + Duration::from_secs_f64(k as f64 / r),
-                            None => Instant::now(),
-                        };
-                        if intended >= sh.end {
-                            break;
-                        }
+                    while let Some(intended) = send_time(sh.start, sh.end, rate, k) {
                         if rate.is_some() {
                             sleep_until(intended).await;
                         }
@@ -449,14 +421,7 @@ fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Opti
                     let mut count = 0u64;
                     let seed = (li * 1000 + p) as u64;
                     let mut k = 0u64;
-                    loop {
-                        let intended = match rate {
-                            Some(r) => sh.start + Duration::from_secs_f64(k as f64 / r),
-                            None => Instant::now(),
-                        };
-                        if intended >= sh.end {
-                            break;
-                        }
+                    while let Some(intended) = send_time(sh.start, sh.end, rate, k) {
                         while Instant::now() < intended {
                             let left = intended - Instant::now();
                             if left > Duration::from_micros(200) {
