@@ -423,11 +423,15 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     println!("## Scenarios\n\n{}", t.markdown());
 
     let mut targets = Table::new(&["target", "measured (ratio in this run)", "goal", "met"]);
-    let mut check = |name: &str, got: f64, goal: &str, ok: bool, detail: String| {
+    let mut check = |name: &str, got: f64, goal: Goal, detail: String| {
+        let (goal, ok) = match goal {
+            Goal::AtLeast(b) => (format!("≥ {b}"), got >= b),
+            Goal::AtMost(b) => (format!("≤ {b}"), got <= b),
+        };
         targets.row(vec![
             name.into(),
             format!("{} ({detail})", fmt_ratio(got)),
-            goal.into(),
+            goal,
             if ok { "yes" } else { "no" }.into(),
         ]);
     };
@@ -435,70 +439,61 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     check(
         "Synced 4 KiB bandwidth / device seq bandwidth",
         r,
-        "≥ 0.85",
-        r >= 0.85,
+        Goal::AtLeast(0.85),
         format!("{:.0} of {:.0} MB/s", s4k.mb_per_s, dev_bw),
     );
     let r = s1k.mb_per_s / dev_bw;
     check(
         "Synced 1 KiB bandwidth / device seq bandwidth",
         r,
-        "≥ 0.70",
-        r >= 0.70,
+        Goal::AtLeast(0.70),
         format!("{:.0} of {:.0} MB/s", s1k.mb_per_s, dev_bw),
     );
     let r = s1.latency.p99_us / dev_sync_p99;
     check(
         "Synced p99 (depth 1) / device write+fdatasync p99",
         r,
-        "≤ 2",
-        r <= 2.0,
+        Goal::AtMost(2.0),
         format!("{:.0} vs {:.0} µs", s1.latency.p99_us, dev_sync_p99),
     );
     check(
         "Memory on-shard p99 at half max rate (µs)",
         half.latency.p99_us,
-        "≤ 5",
-        half.latency.p99_us <= 5.0,
+        Goal::AtMost(5.0),
         "absolute".into(),
     );
     check(
         "Memory on-shard p99.99 at half max rate (µs)",
         half.latency.p9999_us,
-        "≤ 50",
-        half.latency.p9999_us <= 50.0,
+        Goal::AtMost(50.0),
         "absolute".into(),
     );
     let r = e16.records_per_s / b16.records_per_s;
     check(
         "engine / baseline throughput, Synced 1 KiB",
         r,
-        "≥ 3",
-        r >= 3.0,
+        Goal::AtLeast(3.0),
         format!("{:.0} vs {:.0} rec/s", e16.records_per_s, b16.records_per_s),
     );
     let r = e16_shard.records_per_s / b16.records_per_s;
     check(
         "same, engine driven by 16 on-shard tasks (its native entry point)",
         r,
-        "≥ 3",
-        r >= 3.0,
+        Goal::AtLeast(3.0),
         format!("{:.0} vs {:.0} rec/s", e16_shard.records_per_s, b16.records_per_s),
     );
     let r = b16.latency.p999_us / e16.latency.p999_us;
     check(
         "baseline p99.9 / engine p99.9, Synced 1 KiB",
         r,
-        "≥ 5",
-        r >= 5.0,
+        Goal::AtLeast(5.0),
         format!("{:.0} vs {:.0} µs", b16.latency.p999_us, e16.latency.p999_us),
     );
     let r = max2.records_per_s / max1.records_per_s;
     check(
         "2 shards / 1 shard, Memory, CPU-bound",
         r,
-        "≥ 1.8",
-        r >= 1.8,
+        Goal::AtLeast(1.8),
         format!("{:.0} vs {:.0} rec/s", max2.records_per_s, max1.records_per_s),
     );
     println!("## Targets\n\n{}", targets.markdown());
@@ -568,6 +563,12 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         out.display()
     );
     Ok(())
+}
+
+/// A target's bound, so the printed goal and the verdict come from one number.
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
 }
 
 fn fmt_ratio(v: f64) -> String {
