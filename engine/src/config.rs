@@ -20,6 +20,56 @@ pub enum Durability {
     Synced,
 }
 
+/// How sealed segments are recompressed into Tier1. Each is one zstd setting; the metrics
+/// (`ShardStats::compress_*`) show what each buys on your data. Changeable at run time per
+/// shard with `Handle::set_compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum Profile {
+    /// Frames stored as they are: no CPU spent, no space saved. Reads still decode one frame.
+    None,
+    /// zstd level 1: about the cheapest compression there is.
+    Fast,
+    /// zstd level 3 (zstd's own default).
+    #[default]
+    Balanced,
+    /// zstd level 9: smaller files for several times the CPU of `Balanced`.
+    Compact,
+}
+
+impl Profile {
+    /// The zstd level, or `None` for stored frames.
+    pub fn zstd_level(self) -> Option<i32> {
+        match self {
+            Profile::None => None,
+            Profile::Fast => Some(1),
+            Profile::Balanced => Some(3),
+            Profile::Compact => Some(9),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Profile> {
+        match s {
+            "none" => Some(Profile::None),
+            "fast" => Some(Profile::Fast),
+            "balanced" => Some(Profile::Balanced),
+            "compact" => Some(Profile::Compact),
+            _ => None,
+        }
+    }
+}
+
+/// How long a log keeps its records. Whole sealed segments are removed, oldest first, from
+/// every tier; the active segment is never removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove a sealed segment once its newest record is older than this.
+    pub max_age: Option<Duration>,
+    /// Remove the oldest sealed segments while the log's records (uncompressed frame bytes)
+    /// exceed this.
+    pub max_bytes: Option<u64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Data directory. Each shard keeps its logs under `root/shard-NNN/`.
@@ -58,6 +108,28 @@ pub struct Config {
     /// Busy-poll this long before an idle shard parks, trading CPU for cross-thread latency.
     /// Default `None` (park at once).
     pub spin_before_park: Option<Duration>,
+    /// Recompress sealed segments into Tier1 files. Default `true`. With `false` sealed
+    /// segments stay as they were written.
+    pub tier1_compress: bool,
+    /// Profile used for new Tier1 files until changed at run time. Default `Balanced`.
+    pub compression: Profile,
+    /// Uncompressed bytes per Tier1 frame (whole records; a larger record makes a larger
+    /// frame). A point read decodes one frame. Default 64 KiB.
+    pub tier1_frame_bytes: u32,
+    /// Per-shard budget for sealed segment files on local disk (raw and Tier1). Past it, the
+    /// least recently read segments already safe in Tier2 are evicted; if none can be, appends
+    /// get `Error::DiskBudget` until space is freed. Default `None`: no budget.
+    pub tier1_budget_bytes: Option<u64>,
+    /// Retention for logs that have none of their own (`Handle::set_retention`). Default: keep
+    /// everything.
+    pub retention: Retention,
+    /// How often each shard checks retention and its Tier1 budget. Default 1 s.
+    pub housekeeping_interval: Duration,
+    /// Scheduler shares of the shard's background tiering work (compression, eviction,
+    /// retention) against 1000 for appends and reads. Default 20.
+    pub tiering_shares: usize,
+    /// The manifest is compacted into a snapshot after this many records. Default 1024.
+    pub manifest_compact_records: u64,
 }
 
 impl Config {
@@ -79,6 +151,14 @@ impl Config {
             io_memory_bytes: 2 << 20,
             ring_depth: 128,
             spin_before_park: None,
+            tier1_compress: true,
+            compression: Profile::Balanced,
+            tier1_frame_bytes: 64 << 10,
+            tier1_budget_bytes: None,
+            retention: Retention::default(),
+            housekeeping_interval: Duration::from_secs(1),
+            tiering_shares: 20,
+            manifest_compact_records: 1024,
         }
     }
 
@@ -145,6 +225,35 @@ impl Config {
         }
         if self.ring_depth == 0 || self.ring_depth > 32768 {
             return bad(format!("ring_depth = {} must be in 1..=32768", self.ring_depth));
+        }
+        if !(4096..=16 << 20).contains(&self.tier1_frame_bytes) {
+            return bad(format!(
+                "tier1_frame_bytes = {} must be in 4096..=16777216",
+                self.tier1_frame_bytes
+            ));
+        }
+        if matches!(self.tier1_budget_bytes, Some(b) if b < self.segment_size_bytes) {
+            return bad(format!(
+                "tier1_budget_bytes = {:?} must hold at least one segment ({} bytes)",
+                self.tier1_budget_bytes, self.segment_size_bytes
+            ));
+        }
+        if matches!(self.retention.max_age, Some(d) if d.is_zero()) || self.retention.max_bytes == Some(0) {
+            return bad("retention limits must be positive (use None for no limit)".into());
+        }
+        if self.housekeeping_interval < Duration::from_millis(1)
+            || self.housekeeping_interval > Duration::from_secs(3600)
+        {
+            return bad(format!(
+                "housekeeping_interval = {:?} must be in [1 ms, 1 h]",
+                self.housekeeping_interval
+            ));
+        }
+        if !(1..=1000).contains(&self.tiering_shares) {
+            return bad(format!("tiering_shares = {} must be in 1..=1000", self.tiering_shares));
+        }
+        if self.manifest_compact_records == 0 {
+            return bad("manifest_compact_records must be positive".into());
         }
         if matches!(self.segment_max_age, Some(d) if d.is_zero()) {
             return bad("segment_max_age must be positive".into());

@@ -2,14 +2,16 @@
 //! (code running on a shard's own executor, no cross-thread hop).
 
 use crate::catalog::{DirLock, Placement};
-use crate::config::{Config, Durability};
+use crate::config::{Config, Durability, Profile, Retention};
 use crate::error::{Error, Result};
+use crate::format::manifest::ObjectRef;
 use crate::log::Log;
 use crate::mailbox::{Job, Mailbox, SendError};
 use crate::record::{NewRecord, OwnedRecord, Record};
 use crate::recovery::RecoveryReport;
 use crate::reply::Reply;
 use crate::shard::{serve_mailbox, ShardCore, ShardRef, ShardStats};
+use crate::tiering::SegmentInfo;
 use futures_channel::oneshot;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -72,7 +74,7 @@ impl Engine {
         let mut started = Vec::new();
         for id in 0..shards {
             let mailbox = Arc::new(Mailbox::new(config.inbox_capacity));
-            let (tx, rx) = oneshot::channel::<Result<Vec<RecoveryReport>>>();
+            let (tx, rx) = oneshot::channel::<Result<(Vec<RecoveryReport>, Vec<String>)>>();
             let placement_kind = if config.pin_cores && !cpus.is_empty() {
                 glommio::Placement::Fixed(cpus[id % cpus.len()])
             } else {
@@ -122,7 +124,13 @@ impl Engine {
         let mut failure = None;
         for rx in started {
             match futures_lite::future::block_on(rx) {
-                Ok(Ok(r)) => reports.extend(r),
+                Ok(Ok((r, notes))) => {
+                    reports.extend(r);
+                    for n in notes {
+                        tracing::warn!("{n}");
+                        warnings.push(n);
+                    }
+                }
                 Ok(Err(e)) => {
                     failure.get_or_insert(e);
                 }
@@ -426,6 +434,56 @@ impl Handle {
         })
     }
 
+    /// Sets the retention of one log (persisted in its shard's manifest; it overrides
+    /// `Config::retention`) and applies it now.
+    pub fn set_retention(&self, name: &str, r: Retention) -> Reply<()> {
+        self.to_log(name, false, move |core, log| async move {
+            crate::tiering::set_retention(&core, &log, r).await
+        })
+    }
+
+    /// Changes the compression profile of shard `shard` for Tier1 files made from now on.
+    pub fn set_compression(&self, shard: usize, p: Profile) -> Reply<()> {
+        self.request(shard, false, move |core| async move {
+            core.profile.set(p);
+            Ok(())
+        })
+    }
+
+    /// Records that Tier2 holds a verified copy of sealed segment `base` of log `name`. This is
+    /// the Tier2 bridge's confirmation; only after it may the local copy be evicted.
+    pub fn mark_uploaded(&self, name: &str, base: u64, object: ObjectRef) -> Reply<()> {
+        self.to_log(name, false, move |core, log| async move {
+            crate::tiering::record_upload(&core, &log, base, object).await
+        })
+    }
+
+    /// Every segment of a log with where it lives, oldest first.
+    pub fn segments(&self, name: &str) -> Reply<Vec<SegmentInfo>> {
+        self.to_log(name, false, |core, log| async move {
+            Ok(crate::tiering::segments(&core, &log))
+        })
+    }
+
+    /// Runs the shard's retention and Tier1 budget checks now instead of at the next
+    /// `Config::housekeeping_interval`.
+    pub fn housekeeping(&self, shard: usize) -> Reply<()> {
+        self.request(shard, false, |core| async move {
+            crate::tiering::housekeeping(&core).await;
+            Ok(())
+        })
+    }
+
+    /// Resolves once every sealed segment queued for Tier1 work on `shard` is done.
+    pub fn tiering_idle(&self, shard: usize) -> Reply<()> {
+        self.request(shard, false, |core| async move {
+            core.tiering_done
+                .wait_for(|| (core.tiering_queue.borrow().is_empty() && !core.tiering_busy.get()).then_some(()))
+                .await;
+            Ok(())
+        })
+    }
+
     /// Counters of shard `shard`.
     pub fn stats(&self, shard: usize) -> Reply<ShardStats> {
         self.request(shard, false, |core| async move { Ok(core.snapshot_stats()) })
@@ -492,6 +550,11 @@ impl Shard {
 
     pub fn stats(&self) -> ShardStats {
         self.core.snapshot_stats()
+    }
+
+    /// Changes this shard's compression profile for Tier1 files made from now on.
+    pub fn set_compression(&self, p: Profile) {
+        self.core.profile.set(p);
     }
 
     /// Bytes appended on this shard and not yet written.

@@ -87,6 +87,15 @@ pub enum Error {
     )]
     BatchTooLarge { bytes: u64, max: u64 },
 
+    #[error("shard {shard}'s local disk budget for sealed segments is exhausted ({used} of {budget} bytes) and nothing can be evicted safely (not yet in Tier2, or not expired); appends resume when space is freed")]
+    DiskBudget { shard: usize, used: u64, budget: u64 },
+
+    #[error("record {offset} of log {log:?} is only in Tier2 (its local copy was evicted); it cannot be read locally")]
+    NotLocal { log: String, offset: u64 },
+
+    #[error("segment {base} of log {log:?} is not a sealed segment of this log")]
+    UnknownSegment { log: String, base: u64 },
+
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
 }
@@ -135,7 +144,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Backpressure { .. } | Error::InboxFull { .. } | Error::Timeout(_)
+            Error::Backpressure { .. } | Error::InboxFull { .. } | Error::Timeout(_) | Error::DiskBudget { .. }
         )
     }
 }

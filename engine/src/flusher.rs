@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::format::segment::{align_down, align_up, encode_seal, Trailer};
 use crate::limits::BLOCK_SIZE;
 use crate::log::Log;
-use crate::segment::SealedSegment;
+use crate::segment::{SealedSegment, Store};
 use crate::shard::ShardCore;
 use futures_lite::future;
 use glommio::io::{Directory, OpenOptions};
@@ -326,8 +326,9 @@ async fn seal_front(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
 /// Writes the seal of a rolled segment whose data is already durable, then moves it to the
 /// sealed list. A crash before this completes leaves an unsealed segment that recovery scans.
 async fn finish_seal(log: Rc<Log>, core: Rc<ShardCore>, base: u64) {
-    if let Err(e) = write_seal(&log, &core, base).await {
-        log.fail(&e);
+    match write_seal(&log, &core, base).await {
+        Ok(()) => core.enqueue_tiering(&log, base),
+        Err(e) => log.fail(&e),
     }
     log.flusher_wake.notify_all();
     log.changed.notify_all();
@@ -376,6 +377,7 @@ async fn write_seal(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
         .expect("rolled segment");
     let s = i.rolled.remove(pos).expect("rolled segment");
     let at = i.sealed.partition_point(|x| x.base_offset < base);
+    let local_bytes = seal_pos + seal.len() as u64;
     i.sealed.insert(
         at,
         SealedSegment {
@@ -383,11 +385,15 @@ async fn write_seal(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
             next_offset: s.next_offset,
             data_end: s.end_pos,
             path: s.path,
-            file: s.file,
+            store: Store::Raw(s.file),
             index: s.index.entries,
             last_timestamp_ns: s.last_timestamp_ns,
+            data_crc: s.data_crc,
+            local_bytes,
+            last_read: std::cell::Cell::new(0),
         },
     );
+    core.tier1_bytes.set(core.tier1_bytes.get() + local_bytes);
     Ok(())
 }
 

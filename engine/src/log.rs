@@ -174,6 +174,9 @@ impl Log {
         if core.closing.get() {
             return Err(Error::ShuttingDown);
         }
+        if core.disk_full.get() {
+            return Err(core.disk_budget_error());
+        }
         let inner = self.inner.borrow();
         if let Some(f) = &inner.failed {
             return Err(Error::LogFailed {
@@ -242,6 +245,8 @@ impl Log {
         inner.next_offset = end;
         inner.unflushed_since.get_or_insert_with(Instant::now);
         core.unflushed.set(core.unflushed.get() + total);
+        // Writers come first in Tier0: hot bytes make room before anyone waits.
+        core.relieve_tier0();
         {
             let mut st = core.stats.borrow_mut();
             st.appends += 1;

@@ -6,15 +6,19 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::format::logmeta::{self, LogMeta};
+use crate::format::manifest::{Record, Residency, SegmentEntry, Upload};
 use crate::format::scan::{self, IndexBuilder, Scan};
 use crate::format::segment::{self as fmt, align_down, align_up, SegmentHeader, TRAILER_BYTES};
+use crate::format::tier1 as tier1_fmt;
 use crate::limits::{BLOCK_SIZE, RECORD_BYTES_CEILING};
 use crate::log::{Log, LogInner};
+use crate::manifest::Manifest;
 use crate::record::now_ns;
-use crate::segment::{ActiveSegment, SealedSegment};
+use crate::segment::{ActiveSegment, SealedSegment, Store};
+use crate::tier1;
 use glommio::io::{DmaFile, OpenOptions};
-use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -32,8 +36,20 @@ pub struct RecoveryReport {
     pub dropped_batch_records: u64,
     /// Offset ranges that were lost to damage inside sealed segments.
     pub lost_ranges: Vec<(u64, u64)>,
+    /// Segments the manifest knows whose local file is missing or unusable, with the state
+    /// the manifest recorded.
+    pub missing: Vec<MissingFile>,
     /// Human-readable notes: leftover files removed, where a scan stopped and why.
     pub notes: Vec<String>,
+}
+
+/// A segment file the manifest expects but start-up did not find (or could not use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingFile {
+    pub base: u64,
+    /// The manifest state: "sealed" (raw file expected) or "tier1".
+    pub state: String,
+    pub detail: String,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -171,31 +187,50 @@ struct SegFile {
     path: PathBuf,
 }
 
-fn list_segments(dir: &Path, log_id: u64, report: &mut RecoveryReport) -> Result<Vec<SegFile>> {
-    let mut segs = Vec::new();
+/// The files of one log directory, by base offset.
+#[derive(Default)]
+struct Listing {
+    segs: BTreeMap<u64, PathBuf>,
+    tier1: BTreeMap<u64, PathBuf>,
+}
+
+fn list_files(dir: &Path, log_id: u64, report: &mut RecoveryReport) -> Result<Listing> {
+    let mut l = Listing::default();
     for e in std::fs::read_dir(dir).map_err(io("list log directory", dir))? {
         let e = e.map_err(io("list log directory", dir))?;
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
         if name.ends_with(".tmp") {
-            // Spare segments and half-written metadata: never hold acknowledged data.
+            // Spare segments, half-written Tier1 files and metadata: never hold acknowledged
+            // data under these names.
             std::fs::remove_file(&path).map_err(io("remove leftover", &path))?;
             report.notes.push(format!("removed leftover {name}"));
             continue;
         }
-        match fmt::parse_file_name(&name) {
-            Some((id, base)) if id == log_id => segs.push(SegFile { base, path }),
+        let (parsed, map) = match fmt::parse_file_name(&name) {
+            Some(p) => (Some(p), &mut l.segs),
+            None => (tier1_fmt::parse_file_name(&name), &mut l.tier1),
+        };
+        match parsed {
+            Some((id, base)) if id == log_id => {
+                map.insert(base, path);
+            }
             Some(_) => report.notes.push(format!("ignored {name}: belongs to another log id")),
             None if name == logmeta::FILE_NAME => {}
             None => report.notes.push(format!("ignored unknown file {name}")),
         }
     }
-    segs.sort_by_key(|s| s.base);
-    Ok(segs)
+    Ok(l)
+}
+
+fn remove(path: &Path, why: &str, report: &mut RecoveryReport) -> Result<()> {
+    std::fs::remove_file(path).map_err(io("remove", path))?;
+    report.notes.push(format!("removed {}: {why}", path.display()));
+    Ok(())
 }
 
 /// Tries the seal trailer; `Ok(None)` means the segment is not (validly) sealed.
-fn read_sealed(path: &Path, base: u64) -> Result<Option<(fmt::Trailer, Vec<fmt::IndexEntry>)>> {
+fn read_sealed(path: &Path, base: u64) -> Result<Option<(fmt::Trailer, Vec<fmt::IndexEntry>, u64)>> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(path).map_err(io("open segment", path))?;
     let len = f.metadata().map_err(io("stat segment", path))?.len();
@@ -222,48 +257,295 @@ fn read_sealed(path: &Path, base: u64) -> Result<Option<(fmt::Trailer, Vec<fmt::
     if t.next_offset > t.base_offset && index.first().map(|e| e.offset) != Some(base) {
         return Ok(None);
     }
-    Ok(Some((t, index)))
+    Ok(Some((t, index, len)))
 }
 
-/// Opens an existing log directory, repairing its tail.
-pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport)> {
+/// A log opened at start-up, and the sealed segments that still need Tier1 work.
+pub struct Opened {
+    pub log: Log,
+    pub report: RecoveryReport,
+    pub to_tier: Vec<u64>,
+}
+
+fn sealed_raw(
+    t: &fmt::Trailer,
+    index: Vec<fmt::IndexEntry>,
+    path: PathBuf,
+    file: Rc<DmaFile>,
+    len: u64,
+) -> SealedSegment {
+    SealedSegment {
+        base_offset: t.base_offset,
+        next_offset: t.next_offset,
+        data_end: t.data_end,
+        path,
+        store: Store::Raw(file),
+        index,
+        last_timestamp_ns: t.last_timestamp_ns,
+        data_crc: t.data_crc,
+        local_bytes: len,
+        last_read: Cell::new(0),
+    }
+}
+
+async fn sealed_tier1(path: PathBuf, l: tier1::Loaded, last_timestamp_ns: u64) -> Result<SealedSegment> {
+    let file = open_dma(&path, false).await?;
+    Ok(SealedSegment {
+        base_offset: l.header.base_offset,
+        next_offset: l.header.next_offset,
+        data_end: l.header.data_end,
+        path,
+        index: SealedSegment::frame_index(&l.frames),
+        store: Store::Tier1 {
+            file,
+            frames: Rc::new(l.frames),
+            codec: l.header.codec,
+        },
+        last_timestamp_ns,
+        data_crc: l.header.data_crc,
+        local_bytes: l.file_len,
+        last_read: Cell::new(0),
+    })
+}
+
+/// A segment whose records are lost: it holds none (`next_offset == base`), so every read
+/// in its range reports corruption and the gap to the next segment is a lost range.
+fn missing(base: u64, dir: &Path) -> SealedSegment {
+    SealedSegment {
+        base_offset: base,
+        next_offset: base,
+        data_end: 0,
+        path: dir.to_path_buf(),
+        store: Store::Missing,
+        index: Vec::new(),
+        last_timestamp_ns: 0,
+        data_crc: 0,
+        local_bytes: 0,
+        last_read: Cell::new(0),
+    }
+}
+
+fn remote(base: u64, e: &SegmentEntry, dir: &Path) -> SealedSegment {
+    SealedSegment {
+        base_offset: base,
+        next_offset: e.next_offset,
+        data_end: e.data_end,
+        path: dir.to_path_buf(),
+        store: Store::Remote,
+        index: Vec::new(),
+        last_timestamp_ns: e.last_timestamp_ns,
+        data_crc: e.data_crc,
+        local_bytes: 0,
+        last_read: Cell::new(0),
+    }
+}
+
+/// Opens an existing log directory: reconciles its files with the shard manifest, verifies
+/// sealed segments, and repairs the tail.
+///
+/// Reconciliation, per segment, trusts the manifest for what it recorded and the files for the
+/// rest: files below the retention watermark or already replaced (raw after Tier1, any copy
+/// after eviction) are removed; a Tier1 file the manifest does not know is removed if the raw
+/// segment is still there (an interrupted compression, redone) and adopted if it is the only
+/// copy; a missing file is reported with its manifest state, and its records are reported
+/// lost unless Tier2 holds them.
+pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result<Opened> {
     let meta = read_meta(&dir)?;
     let mut report = RecoveryReport {
         log: meta.name.clone(),
         ..Default::default()
     };
-    let files = list_segments(&dir, meta.log_id, &mut report)?;
+    let mut files = list_files(&dir, meta.log_id, &mut report)?;
+    let (entries, deleted_below) = {
+        let st = manifest.state();
+        let entries: BTreeMap<u64, SegmentEntry> = st
+            .segments
+            .range((meta.log_id, 0)..=(meta.log_id, u64::MAX))
+            .map(|(&(_, b), e)| (b, e.clone()))
+            .collect();
+        (entries, st.logs.get(&meta.log_id).map_or(0, |l| l.deleted_below))
+    };
+    // Files left by a retention delete that was recorded but not finished.
+    for map in [&mut files.segs, &mut files.tier1] {
+        let below: Vec<u64> = map.range(..deleted_below).map(|(b, _)| *b).collect();
+        for b in below {
+            if let Some(p) = map.remove(&b) {
+                remove(&p, "deleted by retention", &mut report)?;
+            }
+        }
+    }
+    let mut bases: Vec<u64> = files
+        .segs
+        .keys()
+        .chain(files.tier1.keys())
+        .chain(entries.keys())
+        .copied()
+        .collect();
+    bases.sort_unstable();
+    bases.dedup();
+    let last_base = bases.last().copied();
     let mut sealed: Vec<SealedSegment> = Vec::new();
+    let mut to_tier = Vec::new();
+    let mut adopt = Vec::new();
     let mut tail: Option<(SegFile, Scan, Vec<u8>)> = None;
-    let n = files.len();
-    for (i, sf) in files.into_iter().enumerate() {
-        let last = i + 1 == n;
+    for base in bases {
+        let entry = entries.get(&base);
+        let seg = files.segs.remove(&base);
+        let t1 = files.tier1.remove(&base);
         if let Some(prev) = sealed.last() {
-            if sf.base < prev.next_offset {
+            if base < prev.next_offset {
                 return Err(Error::Corruption {
-                    path: sf.path.clone(),
+                    path: seg.or(t1).unwrap_or_else(|| dir.clone()),
                     pos: 0,
                     detail: format!(
-                        "segment base {} overlaps the previous segment ending at {}",
-                        sf.base, prev.next_offset
+                        "segment base {base} overlaps the previous segment ending at {}",
+                        prev.next_offset
                     ),
                 });
             }
-            if sf.base > prev.next_offset {
-                report.lost_ranges.push((prev.next_offset, sf.base));
+            if base > prev.next_offset {
+                report.lost_ranges.push((prev.next_offset, base));
             }
         }
-        if let Some((t, index)) = read_sealed(&sf.path, sf.base)? {
+        if let Some(e) = entry {
+            let uploaded = matches!(e.upload, Upload::Done(_));
+            match e.residency {
+                Residency::Tier2Only => {
+                    for p in seg.iter().chain(t1.iter()) {
+                        remove(p, "evicted to Tier2", &mut report)?;
+                    }
+                    sealed.push(remote(base, e, &dir));
+                    continue;
+                }
+                Residency::Tier1 => {
+                    let loaded = t1.as_ref().map(|p| tier1::load(p, meta.log_id, base));
+                    match loaded {
+                        Some(Ok(l)) if l.header.next_offset == e.next_offset => {
+                            if let Some(p) = &seg {
+                                remove(p, "already recompressed into Tier1", &mut report)?;
+                            }
+                            sealed.push(sealed_tier1(t1.expect("loaded"), l, e.last_timestamp_ns).await?);
+                            continue;
+                        }
+                        other => {
+                            let why = match other {
+                                None => "missing".to_string(),
+                                Some(Err(w)) => w,
+                                Some(Ok(_)) => "for another range of records".into(),
+                            };
+                            report.missing.push(MissingFile {
+                                base,
+                                state: "tier1".into(),
+                                detail: format!("tier1 file {why}"),
+                            });
+                            if let Some(p) = &t1 {
+                                if seg.is_some() || uploaded {
+                                    remove(p, "damaged tier1 file; another copy exists", &mut report)?;
+                                }
+                            }
+                            // Fall through to the raw segment, if it is still there.
+                            if seg.is_some() {
+                                adopt.push(Record::Uncompressed {
+                                    log_id: meta.log_id,
+                                    base,
+                                });
+                            } else if uploaded {
+                                adopt.push(Record::Evicted {
+                                    log_id: meta.log_id,
+                                    base,
+                                });
+                                sealed.push(remote(base, e, &dir));
+                                continue;
+                            } else {
+                                sealed.push(missing(base, &dir));
+                                continue;
+                            }
+                        }
+                    }
+                }
+                Residency::Raw => {
+                    if let Some(p) = &t1 {
+                        if seg.is_some() {
+                            remove(p, "interrupted compression; it is redone", &mut report)?;
+                        }
+                    }
+                    if seg.is_none() {
+                        if let Some(Ok(l)) = t1.as_ref().map(|p| tier1::load(p, meta.log_id, base)) {
+                            adopt.push(Record::Compressed {
+                                log_id: meta.log_id,
+                                base,
+                                file_len: l.file_len,
+                                codec: l.header.codec as u32,
+                                level: l.header.level,
+                            });
+                            sealed.push(sealed_tier1(t1.expect("loaded"), l, e.last_timestamp_ns).await?);
+                            continue;
+                        }
+                        report.missing.push(MissingFile {
+                            base,
+                            state: "sealed".into(),
+                            detail: "segment file missing".into(),
+                        });
+                        if uploaded {
+                            adopt.push(Record::Evicted {
+                                log_id: meta.log_id,
+                                base,
+                            });
+                            sealed.push(remote(base, e, &dir));
+                        } else {
+                            sealed.push(missing(base, &dir));
+                        }
+                        continue;
+                    }
+                }
+            }
+        } else if let Some(p) = &t1 {
+            // A Tier1 file the manifest never recorded: an interrupted compression if the raw
+            // segment is still here (redone), else the only copy (adopted once it verifies).
+            if seg.is_some() {
+                remove(p, "interrupted compression; it is redone", &mut report)?;
+            } else {
+                match tier1::load(p, meta.log_id, base) {
+                    Ok(l) => {
+                        report
+                            .notes
+                            .push(format!("{}: adopted tier1 file the manifest did not know", p.display()));
+                        adopt.push(Record::Sealed {
+                            log_id: meta.log_id,
+                            base,
+                            next_offset: l.header.next_offset,
+                            data_end: l.header.data_end,
+                            data_crc: l.header.data_crc,
+                            last_timestamp_ns: 0,
+                        });
+                        adopt.push(Record::Compressed {
+                            log_id: meta.log_id,
+                            base,
+                            file_len: l.file_len,
+                            codec: l.header.codec as u32,
+                            level: l.header.level,
+                        });
+                        sealed.push(sealed_tier1(t1.expect("checked"), l, 0).await?);
+                    }
+                    Err(why) => report.notes.push(format!(
+                        "{}: unusable tier1 file kept for inspection: {why}",
+                        p.display()
+                    )),
+                }
+                continue;
+            }
+        }
+        let Some(path) = seg else {
+            continue;
+        };
+        let sf = SegFile { base, path };
+        let last = Some(base) == last_base;
+        if let Some((t, index, len)) = read_sealed(&sf.path, sf.base)? {
             let file = open_dma(&sf.path, false).await?;
-            sealed.push(SealedSegment {
-                base_offset: t.base_offset,
-                next_offset: t.next_offset,
-                data_end: t.data_end,
-                path: sf.path,
-                file,
-                index,
-                last_timestamp_ns: t.last_timestamp_ns,
-            });
+            if entry.is_none_or(|e| e.residency == Residency::Raw || seg_reverted(&adopt, base)) {
+                to_tier.push(base);
+            }
+            sealed.push(sealed_raw(&t, index, sf.path, file, len));
             continue;
         }
         // An unsealed (or damaged) segment is read whole and scanned, with ordinary reads: the
@@ -297,28 +579,36 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
                     .push(format!("{}: scan stopped at byte {pos}: {why:?}", sf.path.display()));
             }
         }
-        if last {
+        if last && entry.is_none() {
             tail = Some((sf, s, bytes));
         } else {
             // A sealed segment whose seal does not verify: keep its valid prefix; anything
-            // after it up to the next segment is reported lost, never invented.
+            // after it up to the next segment is reported lost, never invented. It stays raw
+            // (its seal cannot vouch for its bytes, so it is not recompressed).
             let file = open_dma(&sf.path, false).await?;
             sealed.push(SealedSegment {
                 base_offset: sf.base,
                 next_offset: s.next_offset,
                 data_end: s.data_end,
                 path: sf.path,
-                file,
+                store: Store::Raw(file),
                 index: s.index,
                 last_timestamp_ns: s.last_timestamp_ns,
+                data_crc: s.data_crc,
+                local_bytes: bytes.len() as u64,
+                last_read: Cell::new(0),
             });
         }
+    }
+    if !adopt.is_empty() {
+        manifest.append(&adopt).await?;
     }
     let first = sealed
         .first()
         .map(|s| s.base_offset)
         .or(tail.as_ref().map(|t| t.0.base))
-        .unwrap_or(0);
+        .unwrap_or(deleted_below)
+        .max(deleted_below);
     let active = match tail {
         Some((sf, s, bytes)) if s.next_offset > sf.base || SegmentHeader::decode(&bytes).is_ok() => {
             repair_tail(cfg, meta.log_id, sf, s, &bytes, &mut report).await?
@@ -335,7 +625,7 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
             fresh_active(cfg, base, path, file)
         }
         None => {
-            let base = sealed.last().map(|s| s.next_offset).unwrap_or(0);
+            let base = sealed.last().map(|s| s.next_offset).unwrap_or(deleted_below);
             let (path, file) = create_segment(cfg, &dir, meta.log_id, base).await?;
             fresh_active(cfg, base, path, file)
         }
@@ -348,7 +638,13 @@ pub async fn open_log(cfg: &Config, dir: PathBuf) -> Result<(Log, RecoveryReport
     report.segments = sealed.len() + 1;
     report.next_offset = active.next_offset;
     let log = new_log(&meta, dir, sealed, active, first);
-    Ok((log, report))
+    Ok(Opened { log, report, to_tier })
+}
+
+fn seg_reverted(adopt: &[Record], base: u64) -> bool {
+    adopt
+        .iter()
+        .any(|r| matches!(r, Record::Uncompressed { base: b, .. } if *b == base))
 }
 
 async fn open_dma(path: &Path, write: bool) -> Result<Rc<DmaFile>> {

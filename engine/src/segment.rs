@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::format::frame;
 use crate::format::scan::IndexBuilder;
 use crate::format::segment::IndexEntry;
+use crate::format::tier1::{Codec, FrameEntry};
 use crate::limits::FRAME_HEADER_BYTES;
 use crate::record::Record;
 use glommio::io::{DmaBuffer, DmaFile};
@@ -96,6 +97,23 @@ impl ActiveSegment {
     }
 }
 
+/// Where a sealed segment's bytes are read from.
+pub enum Store {
+    /// The raw `.seg` file, read with O_DIRECT.
+    Raw(Rc<DmaFile>),
+    /// The Tier1 `.t1` file: one frame is read and decoded per miss of the hot cache.
+    Tier1 {
+        file: Rc<DmaFile>,
+        frames: Rc<Vec<FrameEntry>>,
+        codec: Codec,
+    },
+    /// No local copy: the segment is only in Tier2.
+    Remote,
+    /// The manifest knows the segment but its file is gone and Tier2 has no copy: a
+    /// placeholder (with no readable records) so reads in its range report the loss.
+    Missing,
+}
+
 /// A segment whose seal has been written and synced.
 pub struct SealedSegment {
     pub base_offset: u64,
@@ -103,10 +121,35 @@ pub struct SealedSegment {
     /// was damaged: the records in between are reported as corruption, never invented.
     pub next_offset: u64,
     pub data_end: u64,
+    /// The local file (`.seg` or `.t1`); meaningless for `Store::Remote`.
     pub path: PathBuf,
-    pub file: Rc<DmaFile>,
+    pub store: Store,
+    /// Sparse index: for a Tier1 segment, the first record of each frame.
     pub index: Vec<IndexEntry>,
     pub last_timestamp_ns: u64,
+    pub data_crc: u32,
+    /// Size of the local file, counted against the Tier1 budget.
+    pub local_bytes: u64,
+    /// When it was last read (a shard-wide tick), for least-recently-used eviction.
+    pub last_read: std::cell::Cell<u64>,
+}
+
+impl SealedSegment {
+    /// The sparse index a Tier1 file provides: each frame starts at a record boundary.
+    pub fn frame_index(frames: &[FrameEntry]) -> Vec<IndexEntry> {
+        frames
+            .iter()
+            .map(|f| IndexEntry {
+                offset: f.first_offset,
+                pos: f.raw_pos,
+            })
+            .collect()
+    }
+
+    /// Bytes of records (frames with padding) the segment holds.
+    pub fn record_bytes(&self) -> u64 {
+        self.data_end.saturating_sub(crate::limits::BLOCK_SIZE)
+    }
 }
 
 /// Finds the index entry at or before `offset`. `entries` is sorted and non-empty for any

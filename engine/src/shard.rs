@@ -4,17 +4,19 @@
 //! `Mailbox`. All state is `Rc`/`Cell`/`RefCell`, which the compiler keeps on this thread.
 
 use crate::catalog::Placement;
-use crate::config::{Config, Durability};
+use crate::config::{Config, Durability, Profile};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::format::logmeta::LogMeta;
 use crate::limits::LOG_NAME_BYTES_MAX;
 use crate::log::Log;
 use crate::mailbox::Mailbox;
+use crate::manifest::Manifest;
 use crate::record::{now_ns, NewRecord, Record};
 use crate::recovery::{self, RecoveryReport};
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use crate::tier0::HotCache;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -36,11 +38,30 @@ pub struct ShardCore {
     serial: Cell<u64>,
     pub stats: RefCell<ShardStats>,
     flushers: RefCell<Vec<glommio::Task<()>>>,
+    /// The durable truth about sealed segments; set once by `recover`.
+    pub manifest: OnceCell<Manifest>,
+    /// Tier0's hot part: decoded Tier1 frames kept for readers.
+    pub hot: RefCell<HotCache>,
+    /// Profile for the next Tier1 file.
+    pub profile: Cell<Profile>,
+    /// Bytes of sealed segment files on local disk (raw and Tier1): the Tier1 budget's measure.
+    pub tier1_bytes: Cell<u64>,
+    /// Over the Tier1 budget with nothing safe to evict: appends get `DiskBudget`.
+    pub disk_full: Cell<bool>,
+    /// Sealed segments waiting for Tier1 work, oldest first.
+    pub tiering_queue: RefCell<VecDeque<(Rc<Log>, u64)>>,
+    pub tiering_wake: Event,
+    /// A tiering job finished; with `tiering_busy` false and an empty queue, all are done.
+    pub tiering_done: Event,
+    pub tiering_busy: Cell<bool>,
+    tiering_task: RefCell<Option<glommio::Task<()>>>,
+    read_tick: Cell<u64>,
 }
 
 impl ShardCore {
     pub fn new(id: usize, config: Arc<Config>, placement: Arc<Placement>, mailbox: Arc<Mailbox>) -> Self {
         let dir = config.root.join(shard_dir_name(id));
+        let profile = config.compression;
         ShardCore {
             id,
             config,
@@ -57,6 +78,63 @@ impl ShardCore {
                 ..Default::default()
             }),
             flushers: RefCell::new(Vec::new()),
+            manifest: OnceCell::new(),
+            hot: RefCell::new(HotCache::default()),
+            profile: Cell::new(profile),
+            tier1_bytes: Cell::new(0),
+            disk_full: Cell::new(false),
+            tiering_queue: RefCell::new(VecDeque::new()),
+            tiering_wake: Event::default(),
+            tiering_done: Event::default(),
+            tiering_busy: Cell::new(false),
+            tiering_task: RefCell::new(None),
+            read_tick: Cell::new(0),
+        }
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        self.manifest
+            .get()
+            .expect("the manifest is loaded before the shard serves anything")
+    }
+
+    /// A new tick of the read clock, for least-recently-used order.
+    pub fn tick(&self) -> u64 {
+        let t = self.read_tick.get() + 1;
+        self.read_tick.set(t);
+        t
+    }
+
+    /// Hot bytes may use what write buffers leave, minus one flush of headroom.
+    pub fn hot_allowance(&self) -> u64 {
+        crate::tier0::hot_allowance(
+            self.config.shard_memory_budget_bytes,
+            self.unflushed.get(),
+            self.config.flush_threshold_bytes,
+        )
+    }
+
+    /// Drops hot bytes that write buffers now need.
+    pub fn relieve_tier0(&self) {
+        let allowed = self.hot_allowance();
+        let mut h = self.hot.borrow_mut();
+        if h.bytes() > allowed {
+            h.shrink_to(allowed);
+        }
+    }
+
+    /// Queues a sealed segment for Tier1 work.
+    pub fn enqueue_tiering(&self, log: &Rc<Log>, base: u64) {
+        self.tiering_queue.borrow_mut().push_back((log.clone(), base));
+        self.tiering_wake.notify_all();
+    }
+
+    pub fn disk_budget_error(&self) -> Error {
+        self.stats.borrow_mut().disk_budget_refusals += 1;
+        Error::DiskBudget {
+            shard: self.id,
+            used: self.tier1_bytes.get(),
+            budget: self.config.tier1_budget_bytes.unwrap_or(u64::MAX),
         }
     }
 
@@ -64,6 +142,24 @@ impl ShardCore {
         let mut s = self.stats.borrow().clone();
         s.logs = self.logs.borrow().len();
         s.unflushed_bytes = self.unflushed.get();
+        let h = self.hot.borrow();
+        s.tier0_budget_bytes = self.config.shard_memory_budget_bytes;
+        s.tier0_hot_bytes = h.bytes();
+        s.tier0_pressure_permille = ((s.unflushed_bytes + h.bytes()) * 1000 / s.tier0_budget_bytes.max(1)) as u32;
+        s.tier0_evictions = h.evictions;
+        s.tier0_evicted_bytes = h.evicted_bytes;
+        s.tier0_hits = h.hits;
+        s.tier0_misses = h.misses;
+        s.tier1_bytes = self.tier1_bytes.get();
+        s.tier1_budget_bytes = self.config.tier1_budget_bytes;
+        s.tier1_over_budget = self.disk_full.get();
+        s.compression = self.profile.get();
+        s.tiering_queue = self.tiering_queue.borrow().len();
+        if let Some(m) = self.manifest.get() {
+            s.manifest_records = m.records_written.get();
+            s.manifest_compactions = m.compactions.get();
+            s.tier2_pending_deletes = m.state().tier2_deletes.len();
+        }
         s
     }
 
@@ -84,12 +180,21 @@ impl ShardCore {
     }
 
     /// Opens every log in this shard's directory.
-    pub async fn recover(self: &Rc<Self>) -> Result<Vec<RecoveryReport>> {
+    pub async fn recover(self: &Rc<Self>) -> Result<(Vec<RecoveryReport>, Vec<String>)> {
         if !self.dir.is_dir() {
             std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create shard directory", &self.dir, e))?;
             recovery::sync_dir(&self.config.root)?;
         }
         crate::startup::prime_dma_probe(&self.dir).await?;
+        let (manifest, replay) = Manifest::replay(&self.dir, self.config.manifest_compact_records)?;
+        let notes: Vec<String> = replay
+            .notes
+            .into_iter()
+            .map(|n| format!("shard {}: {n}", self.id))
+            .collect();
+        if self.manifest.set(manifest).is_err() {
+            unreachable!("recover runs once");
+        }
         let mut reports = Vec::new();
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map_err(|e| Error::io("list shard directory", &self.dir, e))?
@@ -99,11 +204,28 @@ impl ShardCore {
             .collect();
         dirs.sort();
         for d in dirs {
-            let (log, report) = recovery::open_log(&self.config, d).await?;
-            self.install(Rc::new(log));
-            reports.push(report);
+            let opened = recovery::open_log(&self.config, d, self.manifest()).await?;
+            let log = Rc::new(opened.log);
+            let local: u64 = log.inner.borrow().sealed.iter().map(|s| s.local_bytes).sum();
+            self.tier1_bytes.set(self.tier1_bytes.get() + local);
+            for base in opened.to_tier {
+                self.enqueue_tiering(&log, base);
+            }
+            self.install(log);
+            reports.push(opened.report);
         }
-        Ok(reports)
+        let tq = glommio::executor().create_task_queue(
+            glommio::Shares::Static(self.config.tiering_shares),
+            glommio::Latency::NotImportant,
+            "aof-tiering",
+        );
+        let task =
+            glommio::spawn_local_into(crate::tiering::run(self.clone()), tq).map_err(|e| Error::Environment {
+                problem: format!("cannot start the tiering task: {e}"),
+                remedy: "report this as a bug".into(),
+            })?;
+        *self.tiering_task.borrow_mut() = Some(task);
+        Ok((reports, notes))
     }
 
     fn install(self: &Rc<Self>, log: Rc<Log>) {
@@ -190,6 +312,7 @@ impl ShardCore {
         let log = self.log(name)?;
         let window = (self.config.index_interval_bytes + 4096) as usize;
         log.read_from(
+            self,
             from,
             max_records.max(1),
             max_bytes,
@@ -213,6 +336,11 @@ impl ShardCore {
             l.changed.notify_all();
         }
         self.budget_freed.notify_all();
+        self.tiering_wake.notify_all();
+        let tiering = self.tiering_task.borrow_mut().take();
+        if let Some(t) = tiering {
+            t.await;
+        }
         let tasks = std::mem::take(&mut *self.flushers.borrow_mut());
         for t in tasks {
             t.await;
@@ -241,6 +369,11 @@ impl ShardCore {
         // exits; otherwise descriptors (and the space of removed spare files) would leak.
         drop(logs);
         self.logs.borrow_mut().clear();
+        self.tiering_queue.borrow_mut().clear();
+        *self.hot.borrow_mut() = HotCache::default();
+        if let Some(m) = self.manifest.get() {
+            m.close().await;
+        }
         for _ in 0..4 {
             glommio::timer::Timer::new(std::time::Duration::from_millis(1)).await;
         }
@@ -273,6 +406,42 @@ pub struct ShardStats {
     pub spare_waits: u64,
     /// Bytes appended and not yet written, now.
     pub unflushed_bytes: u64,
+    /// Tier0: the budget, hot bytes (decoded Tier1 frames kept for readers) and how full the
+    /// two together are, in thousandths of the budget.
+    pub tier0_budget_bytes: u64,
+    pub tier0_hot_bytes: u64,
+    pub tier0_pressure_permille: u32,
+    /// Hot frames dropped to make room (for writers or newer frames).
+    pub tier0_evictions: u64,
+    pub tier0_evicted_bytes: u64,
+    pub tier0_hits: u64,
+    pub tier0_misses: u64,
+    /// Sealed segment files on local disk (raw and Tier1), and the budget for them.
+    pub tier1_bytes: u64,
+    pub tier1_budget_bytes: Option<u64>,
+    /// Over budget with nothing safe to evict (appends are refused with `DiskBudget`).
+    pub tier1_over_budget: bool,
+    /// Times the shard went over its Tier1 budget with nothing to evict.
+    pub tier1_over_budget_events: u64,
+    pub disk_budget_refusals: u64,
+    pub tier1_evictions: u64,
+    pub tier1_evicted_bytes: u64,
+    /// Compression: segments done, bytes in (segment record bytes) and out (Tier1 file
+    /// bytes), and time spent, per shard since start.
+    pub compression: Profile,
+    pub segments_compressed: u64,
+    pub compress_in_bytes: u64,
+    pub compress_out_bytes: u64,
+    pub compress_nanos: u64,
+    /// Sealed segments waiting for Tier1 work.
+    pub tiering_queue: usize,
+    pub tiering_errors: u64,
+    pub retention_deleted_segments: u64,
+    pub retention_deleted_bytes: u64,
+    pub manifest_records: u64,
+    pub manifest_compactions: u64,
+    /// Deleted segments whose Tier2 copy the bridge still has to delete.
+    pub tier2_pending_deletes: usize,
 }
 
 pub fn shard_dir_name(id: usize) -> String {

@@ -29,6 +29,9 @@ fn config(dir: &std::path::Path) -> aof_engine::Config {
     let mut c = small_config(dir, 2);
     c.segment_size_bytes = 128 << 10;
     c.max_record_bytes = 48 << 10;
+    // Kills land in Tier1 recompression and manifest compaction too.
+    c.tier1_frame_bytes = 8192;
+    c.manifest_compact_records = 8;
     c
 }
 

@@ -15,7 +15,7 @@ fn size(i: u64) -> usize {
 /// Writes `n` records of odd sizes to log "t" on one shard and closes. Returns the segment
 /// file, its bytes, and the start position of each frame (plus the end).
 fn prepare(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<u64>) {
-    let e = open(small_config(dir, 1));
+    let e = open(raw_config(dir, 1));
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     for i in 0..n {
@@ -37,7 +37,7 @@ fn prepare(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<u64>) {
 
 /// Reopens and checks that exactly `expect` records survive, intact, and that appends work.
 fn check(dir: &Path, expect: u64, what: &str) {
-    let e = open(small_config(dir, 1));
+    let e = open(raw_config(dir, 1));
     let h = e.handle();
     let (_, next, _) = h.offsets("t").wait().unwrap();
     assert_eq!(next, expect, "{what}: wrong number of records recovered");
@@ -134,7 +134,7 @@ fn zeroed_tail_is_cut_off() {
 #[test]
 fn torn_batch_vanishes_whole() {
     let dir = tempdir("batch");
-    let e = open(small_config(&dir, 1));
+    let e = open(raw_config(&dir, 1));
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     for i in 0..5 {
@@ -163,7 +163,7 @@ fn torn_batch_vanishes_whole() {
 
 /// Writes records until at least three segments are sealed.
 fn prepare_sealed(dir: &Path) -> (u64, Vec<PathBuf>) {
-    let e = open(small_config(dir, 1));
+    let e = open(raw_config(dir, 1));
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     let mut i = 0u64;
@@ -203,7 +203,7 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
     d[(p + 40 + 100) as usize] ^= 0x04;
     std::fs::write(first, &d).unwrap();
     {
-        let e = open(small_config(&dir, 1));
+        let e = open(raw_config(&dir, 1));
         // Sealed segments open from their trailer and index alone: only the unsealed tail is
         // scanned, which is why the damaged payload is still found (and refused) at read time.
         assert_eq!(e.recovery_reports()[0].scanned, 1, "{:?}", e.recovery_reports()[0]);
@@ -235,7 +235,7 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
     d[len - 50] ^= 0xff;
     std::fs::write(first, &d).unwrap();
     {
-        let e = open(small_config(&dir, 1));
+        let e = open(raw_config(&dir, 1));
         assert!(e.recovery_reports()[0].scanned >= 1);
         let all = e.handle().read_from("t", 0, usize::MAX, usize::MAX).wait().unwrap();
         assert_eq!(all.len() as u64, n);
@@ -252,7 +252,7 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
     d[(p + 10) as usize] ^= 0x01;
     std::fs::write(first, &d).unwrap();
     {
-        let e = open(small_config(&dir, 1));
+        let e = open(raw_config(&dir, 1));
         let rep = &e.recovery_reports()[0];
         assert_eq!(rep.lost_ranges, vec![(victim, next_base)], "{rep:?}");
         let h = e.handle();
@@ -286,7 +286,7 @@ fn damaged_log_meta_is_reported_with_its_path() {
     let mut b = std::fs::read(&meta).unwrap();
     b[20] ^= 0x40;
     std::fs::write(&meta, &b).unwrap();
-    match aof_engine::Engine::open(small_config(&dir, 1)) {
+    match aof_engine::Engine::open(raw_config(&dir, 1)) {
         Err(Error::Corruption { path, .. }) => assert_eq!(path, meta),
         Err(e) => panic!("expected Corruption naming log.meta, got {e}"),
         Ok(_) => panic!("opened with a damaged log.meta"),

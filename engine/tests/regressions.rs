@@ -325,12 +325,14 @@ fn log_identities(root: &Path) -> BTreeMap<String, (PathBuf, u64)> {
     out
 }
 
+/// Segment file names without their tier's extension (`.seg` raw, `.t1` recompressed): a
+/// segment keeps its name when it moves between tiers.
 fn file_names(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".seg"))
+        .filter_map(|n| n.strip_suffix(".seg").or(n.strip_suffix(".t1")).map(str::to_owned))
         .collect()
 }
 

@@ -46,7 +46,7 @@ fn handle_round_trip_across_sizes_rolls_and_reopen() {
         e.close().unwrap();
     }
     // The 256 KiB segments must have rolled many times.
-    let segs = seg_files(&dir).len();
+    let segs = segment_files(&dir).len();
     assert!(segs > 8, "only {segs} segment files");
     let e = open(small_config(&dir, 2));
     let h = e.handle();
@@ -177,7 +177,7 @@ fn explicit_and_age_based_rolls_seal_segments() {
 fn sealed_trailers_checksum_exactly_the_bytes_on_disk() {
     use aof_engine::format::segment::{decode_index, decode_trailer, TRAILER_BYTES};
     let dir = tempdir("datacrc");
-    let e = open(small_config(&dir, 1));
+    let e = open(raw_config(&dir, 1));
     let h = e.handle();
     h.create_log("c").wait().unwrap();
     let mut i = 0u64;

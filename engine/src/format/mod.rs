@@ -4,8 +4,10 @@
 
 pub mod frame;
 pub mod logmeta;
+pub mod manifest;
 pub mod scan;
 pub mod segment;
+pub mod tier1;
 
 pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])

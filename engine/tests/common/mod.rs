@@ -36,6 +36,14 @@ pub fn small_config(root: &std::path::Path, shards: usize) -> Config {
     c
 }
 
+/// `small_config` with sealed segments left raw (no Tier1 recompression): for tests that
+/// inspect or damage sealed `.seg` files themselves.
+pub fn raw_config(root: &std::path::Path, shards: usize) -> Config {
+    let mut c = small_config(root, shards);
+    c.tier1_compress = false;
+    c
+}
+
 /// Deterministic payload for record `i` of log `log` with length `len`.
 pub fn payload(log: usize, i: u64, len: usize) -> Vec<u8> {
     let mut x = (log as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -78,6 +86,14 @@ pub fn seg_files(d: &Path) -> Vec<PathBuf> {
     walk(d)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect()
+}
+
+/// Every file holding a segment in any local tier (`.seg` raw or active, `.t1` Tier1).
+pub fn segment_files(d: &Path) -> Vec<PathBuf> {
+    walk(d)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "seg" || x == "t1"))
         .collect()
 }
 

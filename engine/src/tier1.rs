@@ -1,0 +1,339 @@
+//! Tier1 at run time: recompressing a sealed segment into a `.t1` file of independently
+//! decodable frames, loading one at start-up, and reading one frame back with its checksum
+//! verified. The byte layout is in `format/tier1.rs`; when this runs and what it records in
+//! the manifest is decided by `tiering.rs`.
+
+use crate::config::Profile;
+use crate::error::{Error, Result};
+use crate::format::frame::{frame_len, peek_len};
+use crate::format::le_u64;
+use crate::format::segment::{align_down, align_up};
+use crate::format::tier1::{self as fmt, Codec, FrameEntry, Header};
+use crate::limits::{BLOCK_SIZE, FRAME_HEADER_BYTES, RECORD_BYTES_CEILING};
+use crate::record::now_ns;
+use glommio::io::{DmaFile, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// Sealed segment bytes are read in pieces of this size while compressing.
+const READ_CHUNK: usize = 1 << 20;
+/// Compressed output is written in pieces of (at least) this size.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// What the segment being compressed is, from its seal.
+pub struct Source<'a> {
+    pub file: &'a DmaFile,
+    pub path: &'a Path,
+    pub log_id: u64,
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub data_end: u64,
+    pub data_crc: u32,
+}
+
+pub struct Compressed {
+    pub path: PathBuf,
+    pub file: Rc<DmaFile>,
+    pub frames: Vec<FrameEntry>,
+    pub codec: Codec,
+    pub level: i32,
+    pub file_len: u64,
+}
+
+fn corrupt(path: &Path, pos: u64, detail: String) -> Error {
+    Error::Corruption {
+        path: path.to_path_buf(),
+        pos,
+        detail,
+    }
+}
+
+async fn write_dma(f: &DmaFile, path: &Path, bytes: &[u8], pos: u64) -> Result<()> {
+    debug_assert!(pos.is_multiple_of(BLOCK_SIZE) && (bytes.len() as u64).is_multiple_of(BLOCK_SIZE));
+    let mut buf = f.alloc_dma_buffer(bytes.len());
+    buf.as_bytes_mut().copy_from_slice(bytes);
+    let n = f
+        .write_at(buf, pos)
+        .await
+        .map_err(|e| Error::glommio("write tier1", path, e))?;
+    if n != bytes.len() {
+        return Err(Error::io(
+            "write tier1",
+            path,
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        ));
+    }
+    Ok(())
+}
+
+/// Compresses `src` into `dir/<name>.t1`, writing a `.tmp` file with O_DIRECT, syncing it and
+/// renaming it into place. The segment's `data_crc` is checked over every byte read, so a
+/// segment damaged on disk is never recompressed into a file that looks healthy. Yields its
+/// task queue after every frame; `stop()` true aborts (the temp file is removed) and returns
+/// `None`.
+pub async fn compress(
+    src: Source<'_>,
+    dir: &Path,
+    profile: Profile,
+    frame_target: u32,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Compressed>> {
+    let name = fmt::file_name(src.log_id, src.base_offset);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(&name);
+    let out_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&tmp)
+        .await
+        .map_err(|e| Error::glommio("create tier1", &tmp, e))?;
+    let r = write_frames(&src, &out_file, &tmp, profile, frame_target, stop).await;
+    let (frames, file_len) = match r {
+        Ok(Some(v)) => v,
+        other => {
+            let _ = out_file.close().await;
+            let _ = std::fs::remove_file(&tmp);
+            return other.map(|_| None);
+        }
+    };
+    std::fs::rename(&tmp, &dst).map_err(|e| Error::io("rename tier1", &dst, e))?;
+    crate::recovery::sync_dir(dir)?;
+    let level = profile.zstd_level();
+    Ok(Some(Compressed {
+        path: dst,
+        file: Rc::new(out_file),
+        frames,
+        codec: if level.is_some() { Codec::Zstd } else { Codec::Stored },
+        level: level.unwrap_or(0),
+        file_len,
+    }))
+}
+
+async fn write_frames(
+    src: &Source<'_>,
+    out_file: &DmaFile,
+    out_path: &Path,
+    profile: Profile,
+    frame_target: u32,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<(Vec<FrameEntry>, u64)>> {
+    let level = profile.zstd_level();
+    let header = Header {
+        codec: if level.is_some() { Codec::Zstd } else { Codec::Stored },
+        log_id: src.log_id,
+        base_offset: src.base_offset,
+        next_offset: src.next_offset,
+        data_end: src.data_end,
+        data_crc: src.data_crc,
+        level: level.unwrap_or(0),
+        frame_target,
+        created_ns: now_ns(),
+    };
+    let mut cctx = zstd_safe::CCtx::create();
+    let mut out = header.encode();
+    let mut written = 0u64;
+    let mut raw: Vec<u8> = Vec::new();
+    let mut raw_pos = BLOCK_SIZE;
+    let mut read_pos = BLOCK_SIZE;
+    let mut crc = 0u32;
+    let mut next = src.base_offset;
+    let mut comp_pos = BLOCK_SIZE;
+    let mut frames = Vec::new();
+    let target = frame_target as usize;
+    loop {
+        // Cut the next frame: whole records, at least one, up to the target size.
+        let (mut cut, mut recs) = (0usize, 0u32);
+        loop {
+            if recs > 0 && cut >= target {
+                break;
+            }
+            let avail = raw.len() - cut;
+            let need = if avail < FRAME_HEADER_BYTES {
+                FRAME_HEADER_BYTES
+            } else {
+                let Some(len) = peek_len(&raw[cut..]).filter(|&l| l <= RECORD_BYTES_CEILING) else {
+                    return Err(corrupt(src.path, raw_pos + cut as u64, "bad frame header".into()));
+                };
+                frame_len(len as usize)
+            };
+            if avail >= need && avail >= FRAME_HEADER_BYTES {
+                let off = le_u64(&raw, cut + 8);
+                if off != next + recs as u64 {
+                    return Err(corrupt(
+                        src.path,
+                        raw_pos + cut as u64,
+                        format!("expected record {}, found {off}", next + recs as u64),
+                    ));
+                }
+                cut += need;
+                recs += 1;
+                continue;
+            }
+            if read_pos >= src.data_end {
+                if avail == 0 {
+                    break;
+                }
+                return Err(corrupt(
+                    src.path,
+                    raw_pos + cut as u64,
+                    "frame runs past data_end".into(),
+                ));
+            }
+            let n = READ_CHUNK.min((src.data_end - read_pos) as usize);
+            let chunk = src
+                .file
+                .read_at(read_pos, n)
+                .await
+                .map_err(|e| Error::glommio("read segment", src.path, e))?;
+            if chunk.len() != n {
+                return Err(corrupt(src.path, read_pos, "segment shorter than its seal says".into()));
+            }
+            crc = crc32c::crc32c_append(crc, &chunk);
+            raw.extend_from_slice(&chunk);
+            read_pos += n as u64;
+        }
+        if recs == 0 {
+            break;
+        }
+        let comp = match level {
+            Some(l) => {
+                let mut v = Vec::with_capacity(zstd_safe::compress_bound(cut));
+                cctx.compress(&mut v, &raw[..cut], l).map_err(|code| {
+                    Error::io(
+                        "zstd compress",
+                        out_path,
+                        std::io::Error::other(zstd_safe::get_error_name(code)),
+                    )
+                })?;
+                v
+            }
+            None => raw[..cut].to_vec(),
+        };
+        frames.push(FrameEntry {
+            first_offset: next,
+            raw_pos,
+            comp_pos,
+            comp_len: comp.len() as u32,
+            raw_len: cut as u32,
+            comp_crc: crc32c::crc32c(&comp),
+            records: recs,
+        });
+        comp_pos += comp.len() as u64;
+        next += recs as u64;
+        raw_pos += cut as u64;
+        raw.drain(..cut);
+        out.extend_from_slice(&comp);
+        if out.len() >= WRITE_CHUNK {
+            let n = align_down(out.len() as u64) as usize;
+            write_dma(out_file, out_path, &out[..n], written).await?;
+            out.drain(..n);
+            written += n as u64;
+        }
+        // Let appends and reads run between frames: this task queue has few shares, and an
+        // explicit yield hands the core back at once instead of at the next preemption tick.
+        glommio::executor().yield_task_queue_now().await;
+        if stop() {
+            return Ok(None);
+        }
+    }
+    if crc != src.data_crc || next != src.next_offset || raw_pos != src.data_end {
+        return Err(corrupt(
+            src.path,
+            BLOCK_SIZE,
+            format!(
+                "segment data does not match its seal (crc {crc:08x} vs {:08x}, records to {next} vs {})",
+                src.data_crc, src.next_offset
+            ),
+        ));
+    }
+    let comp_end = written + out.len() as u64;
+    debug_assert_eq!(comp_end, comp_pos);
+    out.resize(align_up(out.len() as u64) as usize, 0);
+    out.extend_from_slice(&fmt::encode_tail(&frames, comp_end, src.base_offset, src.next_offset));
+    write_dma(out_file, out_path, &out, written).await?;
+    let file_len = written + out.len() as u64;
+    out_file
+        .fdatasync()
+        .await
+        .map_err(|e| Error::glommio("fdatasync tier1", out_path, e))?;
+    Ok(Some((frames, file_len)))
+}
+
+/// A Tier1 file as found at start-up.
+pub struct Loaded {
+    pub header: Header,
+    pub frames: Vec<FrameEntry>,
+    pub file_len: u64,
+}
+
+/// Reads and checks a Tier1 file's header, trailer and frame index (blocking; start-up only).
+/// `Err` carries why the file is unusable.
+pub fn load(path: &Path, log_id: u64, base: u64) -> std::result::Result<Loaded, String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if len < BLOCK_SIZE + fmt::TRAILER_BYTES as u64 {
+        return Err("file too short".into());
+    }
+    let mut hb = vec![0u8; fmt::HEADER_USED_BYTES];
+    f.read_exact_at(&mut hb, 0).map_err(|e| e.to_string())?;
+    let header = Header::decode(&hb)?;
+    if header.log_id != log_id || header.base_offset != base {
+        return Err("header names another segment".into());
+    }
+    let mut tr = [0u8; fmt::TRAILER_BYTES];
+    f.read_exact_at(&mut tr, len - fmt::TRAILER_BYTES as u64)
+        .map_err(|e| e.to_string())?;
+    let t = fmt::decode_trailer(&tr, len)?;
+    if t.base_offset != base || t.next_offset != header.next_offset {
+        return Err("trailer disagrees with the header".into());
+    }
+    let mut ib = vec![0u8; t.frame_count as usize * fmt::FRAME_ENTRY_BYTES];
+    f.read_exact_at(&mut ib, t.index_pos).map_err(|e| e.to_string())?;
+    let frames = fmt::decode_index(&ib, &t, header.data_end)?;
+    Ok(Loaded {
+        header,
+        frames,
+        file_len: len,
+    })
+}
+
+/// Reads frame `f` of a Tier1 file and returns its decoded bytes (the segment bytes from
+/// `f.raw_pos`). The compressed bytes are checked against their crc32c before decoding, and
+/// the decoded length against the index; the records inside carry their own crc32c too.
+pub async fn read_frame(file: &DmaFile, path: &Path, f: &FrameEntry, codec: Codec) -> Result<Vec<u8>> {
+    let r = file
+        .read_at(f.comp_pos, f.comp_len as usize)
+        .await
+        .map_err(|e| Error::glommio("read tier1 frame", path, e))?;
+    if r.len() != f.comp_len as usize {
+        return Err(corrupt(path, f.comp_pos, "tier1 frame truncated".into()));
+    }
+    if crc32c::crc32c(&r) != f.comp_crc {
+        return Err(corrupt(path, f.comp_pos, "tier1 frame checksum mismatch".into()));
+    }
+    let raw = match codec {
+        Codec::Stored => r.to_vec(),
+        Codec::Zstd => {
+            let mut v = Vec::with_capacity(f.raw_len as usize);
+            zstd_safe::decompress(&mut v, &r).map_err(|code| {
+                corrupt(
+                    path,
+                    f.comp_pos,
+                    format!("tier1 frame does not decode: {}", zstd_safe::get_error_name(code)),
+                )
+            })?;
+            v
+        }
+    };
+    if raw.len() != f.raw_len as usize {
+        return Err(corrupt(
+            path,
+            f.comp_pos,
+            "tier1 frame decodes to the wrong length".into(),
+        ));
+    }
+    Ok(raw)
+}

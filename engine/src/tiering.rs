@@ -1,0 +1,495 @@
+//! The shard's background tiering task, in its own glommio task queue with few shares so it
+//! only uses what appends and reads leave: it records sealed segments in the manifest,
+//! recompresses them into Tier1, applies retention, and keeps sealed files within the Tier1
+//! budget.
+//!
+//! Every lifecycle step follows the manifest rule (record first, act second): the Tier1 file
+//! is durable before `Compressed` is recorded, and `Compressed` is durable before the raw file
+//! is removed; `Evicted` and `Deleted` are durable before any file goes. A crash anywhere
+//! leaves files the start-up reconciliation knows how to finish (`recovery.rs`).
+
+use crate::config::Retention;
+use crate::error::{Error, Result};
+use crate::format::manifest::{ObjectRef, Record, Upload};
+use crate::log::Log;
+use crate::segment::{SealedSegment, Store};
+use crate::shard::ShardCore;
+use crate::tier1;
+use futures_lite::future;
+use glommio::timer::Timer;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+pub async fn run(core: Rc<ShardCore>) {
+    let interval = core.config.housekeeping_interval;
+    let mut last_housekeeping: Option<Instant> = None;
+    loop {
+        if core.closing.get() {
+            core.tiering_done.notify_all();
+            return;
+        }
+        let job = core.tiering_queue.borrow_mut().pop_front();
+        if let Some((log, base)) = job {
+            core.tiering_busy.set(true);
+            if let Err(e) = tier_segment(&core, &log, base).await {
+                core.stats.borrow_mut().tiering_errors += 1;
+                tracing::warn!(shard = core.id, log = %log.name, base, error = %e, "tiering a sealed segment failed; it stays as it is");
+            }
+            enforce_budget(&core).await;
+            core.tiering_busy.set(false);
+            core.tiering_done.notify_all();
+            continue;
+        }
+        if last_housekeeping.is_none_or(|t| t.elapsed() >= interval) {
+            housekeeping(&core).await;
+            last_housekeeping = Some(Instant::now());
+            continue;
+        }
+        let left = interval.saturating_sub(last_housekeeping.map_or(Duration::ZERO, |t| t.elapsed()));
+        let wake = core.tiering_wake.next();
+        future::or(wake, async {
+            Timer::new(left.max(Duration::from_millis(1))).await;
+        })
+        .await;
+    }
+}
+
+/// Retention, then the budget.
+pub async fn housekeeping(core: &Rc<ShardCore>) {
+    let logs: Vec<Rc<Log>> = core.logs.borrow().values().cloned().collect();
+    for log in logs {
+        if core.closing.get() {
+            return;
+        }
+        if let Err(e) = apply_retention(core, &log).await {
+            core.stats.borrow_mut().tiering_errors += 1;
+            tracing::warn!(shard = core.id, log = %log.name, error = %e, "retention failed");
+        }
+    }
+    enforce_budget(core).await;
+}
+
+fn find(log: &Log, base: u64) -> Option<usize> {
+    let i = log.inner.borrow();
+    let at = i.sealed.partition_point(|s| s.base_offset < base);
+    (i.sealed.get(at)?.base_offset == base).then_some(at)
+}
+
+/// Records a sealed segment in the manifest (if it is not yet) and recompresses it.
+async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
+    let m = core.manifest();
+    ensure_recorded(core, log, base).await?;
+    if !core.config.tier1_compress {
+        return Ok(());
+    }
+    let src = {
+        let i = log.inner.borrow();
+        let Some(at) = find(log, base) else {
+            return Ok(());
+        };
+        let s = &i.sealed[at];
+        match &s.store {
+            Store::Raw(f) => (f.clone(), s.path.clone(), s.next_offset, s.data_end, s.data_crc),
+            _ => return Ok(()),
+        }
+    };
+    let (file, path, next_offset, data_end, data_crc) = src;
+    let profile = core.profile.get();
+    let started = Instant::now();
+    let out = tier1::compress(
+        tier1::Source {
+            file: &file,
+            path: &path,
+            log_id: log.id,
+            base_offset: base,
+            next_offset,
+            data_end,
+            data_crc,
+        },
+        &log.dir,
+        profile,
+        core.config.tier1_frame_bytes,
+        &|| core.closing.get(),
+    )
+    .await?;
+    let Some(c) = out else {
+        return Ok(());
+    };
+    let elapsed = started.elapsed();
+    let recorded = m
+        .append(&[Record::Compressed {
+            log_id: log.id,
+            base,
+            file_len: c.file_len,
+            codec: c.codec as u32,
+            level: c.level,
+        }])
+        .await;
+    if let Err(e) = recorded {
+        // Not recorded: the raw segment stays the truth, and the orphan goes.
+        let _ = std::fs::remove_file(&c.path);
+        return Err(e);
+    }
+    let old = {
+        let mut i = log.inner.borrow_mut();
+        let at = i.sealed.partition_point(|s| s.base_offset < base);
+        let Some(s) = i.sealed.get_mut(at).filter(|s| s.base_offset == base) else {
+            // Retention removed it while it was being compressed.
+            drop(i);
+            let _ = std::fs::remove_file(&c.path);
+            return Ok(());
+        };
+        let old_bytes = s.local_bytes;
+        s.index = SealedSegment::frame_index(&c.frames);
+        s.local_bytes = c.file_len;
+        s.path = c.path.clone();
+        let old = std::mem::replace(
+            &mut s.store,
+            Store::Tier1 {
+                file: c.file.clone(),
+                frames: Rc::new(c.frames),
+                codec: c.codec,
+            },
+        );
+        (old, old_bytes)
+    };
+    core.tier1_bytes.set(core.tier1_bytes.get() - old.1 + c.file_len);
+    {
+        let mut st = core.stats.borrow_mut();
+        st.segments_compressed += 1;
+        st.compress_in_bytes += data_end - crate::limits::BLOCK_SIZE;
+        st.compress_out_bytes += c.file_len;
+        st.compress_nanos += elapsed.as_nanos() as u64;
+    }
+    if let Store::Raw(_) = old.0 {
+        // Readers that already hold the raw file keep reading it; the name goes now. (By
+        // path: glommio's `remove` unlinks the name a file was opened under, and segments
+        // are renamed after opening.)
+        std::fs::remove_file(&path).map_err(|e| Error::io("remove raw segment", &path, e))?;
+    }
+    Ok(())
+}
+
+fn policy(core: &ShardCore, log: &Log) -> Retention {
+    let m = core.manifest();
+    let st = m.state();
+    match st.logs.get(&log.id).and_then(|l| l.retention) {
+        Some((age, bytes)) => Retention {
+            max_age: (age > 0).then(|| Duration::from_nanos(age)),
+            max_bytes: (bytes > 0).then_some(bytes),
+        },
+        None => core.config.retention,
+    }
+}
+
+/// Removes the oldest sealed segments while the log breaks its retention policy.
+async fn apply_retention(core: &Rc<ShardCore>, log: &Rc<Log>) -> Result<()> {
+    let p = policy(core, log);
+    if p.max_age.is_none() && p.max_bytes.is_none() {
+        return Ok(());
+    }
+    loop {
+        let victim = {
+            let i = log.inner.borrow();
+            let Some(s) = i.sealed.first() else {
+                return Ok(());
+            };
+            let total: u64 = i.sealed.iter().map(|s| s.record_bytes()).sum::<u64>()
+                + i.rolled
+                    .iter()
+                    .map(|s| s.end_pos - crate::limits::BLOCK_SIZE)
+                    .sum::<u64>()
+                + i.active.end_pos.saturating_sub(crate::limits::BLOCK_SIZE);
+            let now = crate::record::now_ns();
+            let too_old = p
+                .max_age
+                .is_some_and(|a| now.saturating_sub(s.last_timestamp_ns) > a.as_nanos() as u64);
+            let too_big = p.max_bytes.is_some_and(|b| total > b);
+            if !(too_old || too_big) {
+                return Ok(());
+            }
+            (s.base_offset, s.next_offset)
+        };
+        delete_oldest(core, log, victim.0, victim.1).await?;
+    }
+}
+
+async fn delete_oldest(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64, next_offset: u64) -> Result<()> {
+    let m = core.manifest();
+    let uploaded = matches!(
+        m.state().segments.get(&(log.id, base)).map(|e| &e.upload),
+        Some(Upload::Done(_))
+    );
+    m.append(&[Record::Deleted {
+        log_id: log.id,
+        base,
+        next_offset,
+        tier2_pending: uploaded,
+    }])
+    .await?;
+    let seg = {
+        let mut i = log.inner.borrow_mut();
+        if i.sealed.first().map(|s| s.base_offset) != Some(base) {
+            return Ok(());
+        }
+        let s = i.sealed.remove(0);
+        let next_base = i
+            .sealed
+            .first()
+            .map(|s| s.base_offset)
+            .or(i.rolled.front().map(|s| s.base_offset))
+            .unwrap_or(i.active.base_offset);
+        debug_assert!(next_base >= i.first_offset);
+        i.first_offset = next_base;
+        s
+    };
+    core.hot.borrow_mut().forget_segment(log.id, base);
+    core.tier1_bytes.set(core.tier1_bytes.get() - seg.local_bytes);
+    {
+        let mut st = core.stats.borrow_mut();
+        st.retention_deleted_segments += 1;
+        st.retention_deleted_bytes += seg.record_bytes();
+    }
+    tracing::info!(shard = core.id, log = %log.name, base, next_offset, "retention removed a segment");
+    remove_local(&seg)
+}
+
+fn remove_local(seg: &SealedSegment) -> Result<()> {
+    match &seg.store {
+        Store::Raw(_) | Store::Tier1 { .. } => {
+            std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove segment", &seg.path, e))
+        }
+        Store::Remote | Store::Missing => Ok(()),
+    }
+}
+
+/// Evicts least recently read segments that are safe in Tier2 until the shard is within its
+/// Tier1 budget; if that is not enough, says so loudly and refuses appends.
+pub async fn enforce_budget(core: &Rc<ShardCore>) {
+    let Some(budget) = core.config.tier1_budget_bytes else {
+        return;
+    };
+    while core.tier1_bytes.get() > budget {
+        let Some((log, base)) = eviction_candidate(core) else {
+            break;
+        };
+        if let Err(e) = evict(core, &log, base).await {
+            core.stats.borrow_mut().tiering_errors += 1;
+            tracing::warn!(shard = core.id, log = %log.name, base, error = %e, "eviction failed");
+            break;
+        }
+    }
+    let over = core.tier1_bytes.get() > budget;
+    if over != core.disk_full.get() {
+        core.disk_full.set(over);
+        if over {
+            core.stats.borrow_mut().tier1_over_budget_events += 1;
+            tracing::error!(
+                shard = core.id,
+                used = core.tier1_bytes.get(),
+                budget,
+                "Tier1 budget exceeded and no segment is safe to evict (not yet in Tier2): appends are refused with DiskBudget until space is freed"
+            );
+        } else {
+            tracing::info!(shard = core.id, "back within the Tier1 budget; appends accepted again");
+        }
+    }
+}
+
+/// The least recently read local segment whose Tier2 copy is confirmed.
+fn eviction_candidate(core: &ShardCore) -> Option<(Rc<Log>, u64)> {
+    let m = core.manifest();
+    let st = m.state();
+    let logs = core.logs.borrow();
+    let mut best: Option<(u64, Rc<Log>, u64)> = None;
+    for log in logs.values() {
+        let i = log.inner.borrow();
+        for s in &i.sealed {
+            if matches!(s.store, Store::Remote | Store::Missing) {
+                continue;
+            }
+            let safe = matches!(
+                st.segments.get(&(log.id, s.base_offset)).map(|e| &e.upload),
+                Some(Upload::Done(_))
+            );
+            if safe && best.as_ref().is_none_or(|b| s.last_read.get() < b.0) {
+                best = Some((s.last_read.get(), log.clone(), s.base_offset));
+            }
+        }
+    }
+    best.map(|(_, l, b)| (l, b))
+}
+
+async fn evict(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
+    let m = core.manifest();
+    // The invariant this whole module exists for: a local copy goes only once Tier2 has one.
+    let safe = matches!(
+        m.state().segments.get(&(log.id, base)).map(|e| &e.upload),
+        Some(Upload::Done(_))
+    );
+    assert!(safe, "eviction of a segment not confirmed in Tier2");
+    m.append(&[Record::Evicted { log_id: log.id, base }]).await?;
+    let (old, bytes, path) = {
+        let mut i = log.inner.borrow_mut();
+        let at = i.sealed.partition_point(|s| s.base_offset < base);
+        let Some(s) = i.sealed.get_mut(at).filter(|s| s.base_offset == base) else {
+            return Ok(());
+        };
+        let bytes = s.local_bytes;
+        s.local_bytes = 0;
+        s.index.clear();
+        let old = std::mem::replace(&mut s.store, Store::Remote);
+        (old, bytes, s.path.clone())
+    };
+    core.hot.borrow_mut().forget_segment(log.id, base);
+    core.tier1_bytes.set(core.tier1_bytes.get() - bytes);
+    {
+        let mut st = core.stats.borrow_mut();
+        st.tier1_evictions += 1;
+        st.tier1_evicted_bytes += bytes;
+    }
+    match old {
+        Store::Raw(_) | Store::Tier1 { .. } => {
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove evicted segment", &path, e))
+        }
+        Store::Remote | Store::Missing => Ok(()),
+    }
+}
+
+/// Records that Tier2 holds a copy of a sealed segment (the bridge's confirmation).
+pub async fn record_upload(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64, object: ObjectRef) -> Result<()> {
+    if find(log, base).is_none() {
+        return Err(Error::UnknownSegment {
+            log: log.name.clone(),
+            base,
+        });
+    }
+    // Its tiering job may still be queued: record the segment first.
+    ensure_recorded(core, log, base).await?;
+    core.manifest()
+        .append(&[Record::Uploaded {
+            log_id: log.id,
+            base,
+            object,
+        }])
+        .await?;
+    enforce_budget(core).await;
+    Ok(())
+}
+
+/// Appends `Sealed` for a sealed segment the manifest does not know yet.
+async fn ensure_recorded(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
+    if core.manifest().state().segments.contains_key(&(log.id, base)) {
+        return Ok(());
+    }
+    let rec = {
+        let i = log.inner.borrow();
+        let Some(at) = find(log, base) else {
+            return Ok(());
+        };
+        let s = &i.sealed[at];
+        Record::Sealed {
+            log_id: log.id,
+            base,
+            next_offset: s.next_offset,
+            data_end: s.data_end,
+            data_crc: s.data_crc,
+            last_timestamp_ns: s.last_timestamp_ns,
+        }
+    };
+    core.manifest().append(&[rec]).await
+}
+
+/// Sets a log's retention and applies it at the next housekeeping pass.
+pub async fn set_retention(core: &Rc<ShardCore>, log: &Rc<Log>, r: Retention) -> Result<()> {
+    if matches!(r.max_age, Some(d) if d.is_zero()) || r.max_bytes == Some(0) {
+        return Err(Error::Config(
+            "retention limits must be positive (use None for no limit)".into(),
+        ));
+    }
+    core.manifest()
+        .append(&[Record::Retention {
+            log_id: log.id,
+            max_age_ns: r.max_age.map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64),
+            max_bytes: r.max_bytes.unwrap_or(0),
+        }])
+        .await?;
+    apply_retention(core, log).await?;
+    Ok(())
+}
+
+/// Where a segment lives, as `Handle::segments` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentState {
+    /// Being appended to.
+    Active,
+    /// Rolled; its data or seal is still being written.
+    Sealing,
+    /// Sealed, in its raw `.seg` file.
+    Sealed,
+    /// Recompressed into a Tier1 `.t1` file.
+    Tier1,
+    /// Only in Tier2: the local copy was evicted.
+    Tier2Only,
+    /// Its file was lost and Tier2 has no copy (see `RecoveryReport::missing`).
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: u64,
+    /// One past its last record (for the active segment: so far).
+    pub next_offset: u64,
+    pub state: SegmentState,
+    /// Size of its local file (0 when only in Tier2; the active segment's preallocated size).
+    pub local_bytes: u64,
+    /// Where Tier2 holds it, once the bridge confirmed the upload.
+    pub uploaded: Option<ObjectRef>,
+    pub path: Option<std::path::PathBuf>,
+}
+
+pub fn segments(core: &ShardCore, log: &Log) -> Vec<SegmentInfo> {
+    let m = core.manifest();
+    let st = m.state();
+    let i = log.inner.borrow();
+    let mut out: Vec<SegmentInfo> = i
+        .sealed
+        .iter()
+        .map(|s| {
+            let uploaded = match st.segments.get(&(log.id, s.base_offset)).map(|e| &e.upload) {
+                Some(Upload::Done(o)) => Some(o.clone()),
+                _ => None,
+            };
+            let (state, path) = match s.store {
+                Store::Raw(_) => (SegmentState::Sealed, Some(s.path.clone())),
+                Store::Tier1 { .. } => (SegmentState::Tier1, Some(s.path.clone())),
+                Store::Remote => (SegmentState::Tier2Only, None),
+                Store::Missing => (SegmentState::Missing, None),
+            };
+            SegmentInfo {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                state,
+                local_bytes: s.local_bytes,
+                uploaded,
+                path,
+            }
+        })
+        .collect();
+    for (s, state) in i
+        .rolled
+        .iter()
+        .map(|s| (s, SegmentState::Sealing))
+        .chain(std::iter::once((&i.active, SegmentState::Active)))
+    {
+        out.push(SegmentInfo {
+            base_offset: s.base_offset,
+            next_offset: s.next_offset,
+            state,
+            local_bytes: s.segment_size_bytes,
+            uploaded: None,
+            path: Some(s.path.clone()),
+        });
+    }
+    out
+}
