@@ -116,6 +116,11 @@ pub struct Config {
     /// Uncompressed bytes per Tier1 frame (whole records; a larger record makes a larger
     /// frame). A point read decodes one frame. Default 64 KiB.
     pub tier1_frame_bytes: u32,
+    /// Ceiling on the device traffic (bytes read plus written) of Tier1 recompression, per
+    /// shard, so background work leaves the device to appends. `None`: unpaced. Default
+    /// 64 MiB/s; at sustained ingest above about twice that, sealed segments wait longer in
+    /// raw form (they are counted against `tier1_budget_bytes` either way).
+    pub tier1_io_bytes_per_sec: Option<u64>,
     /// Per-shard budget for sealed segment files on local disk (raw and Tier1). Past it, the
     /// least recently read segments already safe in Tier2 are evicted; if none can be, appends
     /// get `Error::DiskBudget` until space is freed. Default `None`: no budget.
@@ -154,6 +159,7 @@ impl Config {
             tier1_compress: true,
             compression: Profile::Balanced,
             tier1_frame_bytes: 64 << 10,
+            tier1_io_bytes_per_sec: Some(64 << 20),
             tier1_budget_bytes: None,
             retention: Retention::default(),
             housekeeping_interval: Duration::from_secs(1),
@@ -230,6 +236,12 @@ impl Config {
             return bad(format!(
                 "tier1_frame_bytes = {} must be in 4096..=16777216",
                 self.tier1_frame_bytes
+            ));
+        }
+        if matches!(self.tier1_io_bytes_per_sec, Some(r) if r < 1 << 20) {
+            return bad(format!(
+                "tier1_io_bytes_per_sec = {:?} must be at least 1 MiB/s (or None)",
+                self.tier1_io_bytes_per_sec
             ));
         }
         if matches!(self.tier1_budget_bytes, Some(b) if b < self.segment_size_bytes) {

@@ -24,6 +24,7 @@ mod error;
 mod event;
 mod flusher;
 pub mod format;
+mod fsops;
 pub mod limits;
 mod log;
 mod mailbox;

@@ -308,14 +308,9 @@ async fn write_whole_async(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<()>
     .await;
     let _ = f.close().await;
     if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = crate::fsops::remove(&tmp).await;
         return Err(e);
     }
-    std::fs::rename(&tmp, &dst).map_err(io("rename", &dst))?;
-    let d = glommio::io::Directory::open(dir)
-        .await
-        .map_err(|e| Error::glommio("open directory", dir, e))?;
-    d.sync().await.map_err(|e| Error::glommio("fsync directory", dir, e))?;
-    let _ = d.close().await;
-    Ok(())
+    crate::fsops::rename(&tmp, &dst).await?;
+    crate::fsops::sync_dir(dir).await
 }

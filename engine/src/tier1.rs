@@ -9,16 +9,19 @@ use crate::format::frame::{frame_len, peek_len};
 use crate::format::le_u64;
 use crate::format::segment::{align_down, align_up};
 use crate::format::tier1::{self as fmt, Codec, FrameEntry, Header};
+use crate::fsops;
 use crate::limits::{BLOCK_SIZE, FRAME_HEADER_BYTES, RECORD_BYTES_CEILING};
 use crate::record::now_ns;
 use glommio::io::{DmaFile, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// Sealed segment bytes are read in pieces of this size while compressing.
-const READ_CHUNK: usize = 1 << 20;
-/// Compressed output is written in pieces of (at least) this size.
-const WRITE_CHUNK: usize = 1 << 20;
+/// Sealed segment bytes are read in pieces of this size while compressing, and output is
+/// written in pieces of (at least) this size. Small on purpose: an append's write or
+/// fdatasync queued behind one of these at the device waits for at most this much transfer
+/// (measured: 1 MiB pieces quadrupled the p99 of Synced appends during compression).
+const READ_CHUNK: usize = 128 << 10;
+const WRITE_CHUNK: usize = 128 << 10;
 
 /// What the segment being compressed is, from its seal.
 pub struct Source<'a> {
@@ -76,6 +79,7 @@ pub async fn compress(
     dir: &Path,
     profile: Profile,
     frame_target: u32,
+    io_rate: Option<u64>,
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<Compressed>> {
     let name = fmt::file_name(src.log_id, src.base_offset);
@@ -89,17 +93,22 @@ pub async fn compress(
         .dma_open(&tmp)
         .await
         .map_err(|e| Error::glommio("create tier1", &tmp, e))?;
-    let r = write_frames(&src, &out_file, &tmp, profile, frame_target, stop).await;
+    let pace = Pace {
+        rate: io_rate,
+        started: std::time::Instant::now(),
+        bytes: std::cell::Cell::new(0),
+    };
+    let r = write_frames(&src, &out_file, &tmp, profile, frame_target, &pace, stop).await;
     let (frames, file_len) = match r {
         Ok(Some(v)) => v,
         other => {
             let _ = out_file.close().await;
-            let _ = std::fs::remove_file(&tmp);
+            let _ = fsops::remove(&tmp).await;
             return other.map(|_| None);
         }
     };
-    std::fs::rename(&tmp, &dst).map_err(|e| Error::io("rename tier1", &dst, e))?;
-    crate::recovery::sync_dir(dir)?;
+    fsops::rename(&tmp, &dst).await?;
+    fsops::sync_dir(dir).await?;
     let level = profile.zstd_level();
     Ok(Some(Compressed {
         path: dst,
@@ -111,12 +120,35 @@ pub async fn compress(
     }))
 }
 
+/// Keeps a compression's device traffic (bytes read plus written) under `rate` bytes/s, so
+/// the background work never takes the device away from appends.
+struct Pace {
+    rate: Option<u64>,
+    started: std::time::Instant,
+    bytes: std::cell::Cell<u64>,
+}
+
+impl Pace {
+    async fn account(&self, n: usize) {
+        self.bytes.set(self.bytes.get() + n as u64);
+        let Some(rate) = self.rate else {
+            return;
+        };
+        let due = self.started + std::time::Duration::from_secs_f64(self.bytes.get() as f64 / rate as f64);
+        let now = std::time::Instant::now();
+        if due > now {
+            glommio::timer::Timer::new(due - now).await;
+        }
+    }
+}
+
 async fn write_frames(
     src: &Source<'_>,
     out_file: &DmaFile,
     out_path: &Path,
     profile: Profile,
     frame_target: u32,
+    pace: &Pace,
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<(Vec<FrameEntry>, u64)>> {
     let level = profile.zstd_level();
@@ -193,6 +225,7 @@ async fn write_frames(
             crc = crc32c::crc32c_append(crc, &chunk);
             raw.extend_from_slice(&chunk);
             read_pos += n as u64;
+            pace.account(n).await;
         }
         if recs == 0 {
             break;
@@ -230,6 +263,7 @@ async fn write_frames(
             write_dma(out_file, out_path, &out[..n], written).await?;
             out.drain(..n);
             written += n as u64;
+            pace.account(n).await;
         }
         // Let appends and reads run between frames: this task queue has few shares, and an
         // explicit yield hands the core back at once instead of at the next preemption tick.

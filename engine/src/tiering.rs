@@ -11,6 +11,7 @@
 use crate::config::Retention;
 use crate::error::{Error, Result};
 use crate::format::manifest::{ObjectRef, Record, Upload};
+use crate::fsops;
 use crate::log::Log;
 use crate::segment::{SealedSegment, Store};
 use crate::shard::ShardCore;
@@ -109,6 +110,7 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         &log.dir,
         profile,
         core.config.tier1_frame_bytes,
+        core.config.tier1_io_bytes_per_sec,
         &|| core.closing.get(),
     )
     .await?;
@@ -127,18 +129,19 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         .await;
     if let Err(e) = recorded {
         // Not recorded: the raw segment stays the truth, and the orphan goes.
-        let _ = std::fs::remove_file(&c.path);
+        let _ = fsops::remove(&c.path).await;
         return Err(e);
+    }
+    if find(log, base).is_none() {
+        // Retention removed it while it was being compressed.
+        let _ = fsops::remove(&c.path).await;
+        return Ok(());
     }
     let old = {
         let mut i = log.inner.borrow_mut();
         let at = i.sealed.partition_point(|s| s.base_offset < base);
-        let Some(s) = i.sealed.get_mut(at).filter(|s| s.base_offset == base) else {
-            // Retention removed it while it was being compressed.
-            drop(i);
-            let _ = std::fs::remove_file(&c.path);
-            return Ok(());
-        };
+        let s = &mut i.sealed[at];
+        debug_assert_eq!(s.base_offset, base, "checked just above, with no await since");
         let old_bytes = s.local_bytes;
         s.index = SealedSegment::frame_index(&c.frames);
         s.local_bytes = c.file_len;
@@ -165,7 +168,7 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         // Readers that already hold the raw file keep reading it; the name goes now. (By
         // path: glommio's `remove` unlinks the name a file was opened under, and segments
         // are renamed after opening.)
-        std::fs::remove_file(&path).map_err(|e| Error::io("remove raw segment", &path, e))?;
+        fsops::remove(&path).await?;
     }
     Ok(())
 }
@@ -251,14 +254,12 @@ async fn delete_oldest(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64, next_offs
         st.retention_deleted_bytes += seg.record_bytes();
     }
     tracing::info!(shard = core.id, log = %log.name, base, next_offset, "retention removed a segment");
-    remove_local(&seg)
+    remove_local(&seg.store, &seg.path).await
 }
 
-fn remove_local(seg: &SealedSegment) -> Result<()> {
-    match &seg.store {
-        Store::Raw(_) | Store::Tier1 { .. } => {
-            std::fs::remove_file(&seg.path).map_err(|e| Error::io("remove segment", &seg.path, e))
-        }
+async fn remove_local(store: &Store, path: &std::path::Path) -> Result<()> {
+    match store {
+        Store::Raw(_) | Store::Tier1 { .. } => fsops::remove(path).await,
         Store::Remote | Store::Missing => Ok(()),
     }
 }
@@ -348,12 +349,7 @@ async fn evict(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
         st.tier1_evictions += 1;
         st.tier1_evicted_bytes += bytes;
     }
-    match old {
-        Store::Raw(_) | Store::Tier1 { .. } => {
-            std::fs::remove_file(&path).map_err(|e| Error::io("remove evicted segment", &path, e))
-        }
-        Store::Remote | Store::Missing => Ok(()),
-    }
+    remove_local(&old, &path).await
 }
 
 /// Records that Tier2 holds a copy of a sealed segment (the bridge's confirmation).

@@ -93,6 +93,20 @@ struct WorkloadArgs {
     /// Let idle shards busy-poll this many µs before parking (Config::spin_before_park).
     #[arg(long, default_value_t = 0)]
     spin_before_park_us: u64,
+    /// MiB of raw sealed segments per shard written before the run, so Tier1 compression has
+    /// a backlog to work through during it (see `--no-compress` for the comparison run).
+    #[arg(long, default_value_t = 0)]
+    backlog_mib: u64,
+    /// Turn Tier1 compression off for the run.
+    #[arg(long)]
+    no_compress: bool,
+    /// Tier1 compression profile: none, fast, balanced or compact.
+    #[arg(long, default_value = "balanced", value_parser = parse_profile)]
+    compression: aof_engine::Profile,
+}
+
+fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
+    aof_engine::Profile::parse(s).ok_or_else(|| format!("unknown profile {s:?}: use none, fast, balanced or compact"))
 }
 
 impl WorkloadArgs {
@@ -111,6 +125,9 @@ impl WorkloadArgs {
             rate: self.rate,
             busy_shards: self.busy_shards,
             spin_before_park_us: self.spin_before_park_us,
+            backlog_mib: self.backlog_mib,
+            compress: !self.no_compress,
+            compression: self.compression,
         }
     }
 }
@@ -329,6 +346,9 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             rate: None,
             busy_shards: false,
             spin_before_park_us: 0,
+            backlog_mib: 0,
+            no_compress: false,
+            compression: aof_engine::Profile::Balanced,
         }
         .spec(label)
     };
@@ -354,7 +374,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     let dev_sync_p99 = dev.write_fdatasync_4k_latency.p99_us;
 
     let mut runs: Vec<RunResult> = Vec::new();
-    let total = 12;
+    let total = 14;
     let mut go = |s: Spec| -> Res<RunResult> {
         eprintln!("[{}/{total}] {}", runs.len() + 1, s.label);
         let r = workload::run(dir, &s)?;
@@ -395,6 +415,20 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     let e16 = go(s.clone())?;
     s.label = "baseline synced 1 KiB, 16 threads".into();
     let b16 = baseline::run(dir, &s)?;
+    // Tier1 compression against appends: the same workload with a backlog of sealed segments,
+    // compression off, then on (the backlog is compressed while the producers append).
+    let backlog = ((secs * 200.0) as u64).clamp(16, 512);
+    let mut s = synced(
+        &format!("synced 1 KiB x16 on-shard, {backlog} MiB backlog, compression off"),
+        1024,
+        16,
+    );
+    s.backlog_mib = backlog;
+    s.compress = false;
+    let c_idle = go(s.clone())?;
+    s.label = format!("synced 1 KiB x16 on-shard, {backlog} MiB backlog, compressing");
+    s.compress = true;
+    let c_busy = go(s)?;
 
     let mut t = run_table();
     for r in &runs {
@@ -495,6 +529,17 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         r,
         Goal::AtLeast(1.8),
         format!("{:.0} vs {:.0} rec/s", max2.records_per_s, max1.records_per_s),
+    );
+    let compressed_mib = c_busy.engine.iter().map(|e| e.compress_in_bytes).sum::<u64>() as f64 / (1 << 20) as f64;
+    let r = c_busy.latency.p99_us / c_idle.latency.p99_us;
+    check(
+        "append p99 while Tier1 compression runs / idle",
+        r,
+        Goal::AtMost(1.2),
+        format!(
+            "{:.0} vs {:.0} µs; {compressed_mib:.0} MiB compressed meanwhile",
+            c_busy.latency.p99_us, c_idle.latency.p99_us
+        ),
     );
     println!("## Targets\n\n{}", targets.markdown());
     println!(

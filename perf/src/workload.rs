@@ -100,6 +100,13 @@ pub struct Spec {
     pub busy_shards: bool,
     /// `Config::spin_before_park` in µs (0 = park at once, the default).
     pub spin_before_park_us: u64,
+    /// MiB of raw sealed segments written to each shard before the run (by an engine with
+    /// Tier1 compression off), so that at the run's start every shard has a compression
+    /// backlog to work through while the producers append.
+    pub backlog_mib: u64,
+    /// Tier1 compression on during the run (`Config::tier1_compress`).
+    pub compress: bool,
+    pub compression: aof_engine::Profile,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -195,7 +202,55 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     c.shards = spec.shards;
     c.max_record_bytes = c.max_record_bytes.max(spec.size.max as u32);
     c.spin_before_park = (spec.spin_before_park_us > 0).then(|| Duration::from_micros(spec.spin_before_park_us));
+    c.tier1_compress = spec.compress;
+    c.compression = spec.compression;
     c
+}
+
+/// Writes `spec.backlog_mib` MiB of compressible records to one log per shard and seals them,
+/// with compression off, so the next engine opened on `root` starts with that backlog.
+fn prefill_backlog(root: &Path, spec: &Spec) -> Result<(), aof_engine::Error> {
+    let mut c = engine_config(root, spec);
+    c.tier1_compress = false;
+    let engine = Engine::open(c)?;
+    let h = engine.handle();
+    let mut names: Vec<Option<String>> = vec![None; engine.shards()];
+    let mut k = 0;
+    while names.iter().any(Option::is_none) {
+        let n = format!("backlog-{k}");
+        let s = h.shard_of(&n);
+        if names[s].is_none() {
+            h.create_log(&n).wait()?;
+            names[s] = Some(n);
+        }
+        k += 1;
+    }
+    let bytes = spec.backlog_mib << 20;
+    let mut replies = Vec::new();
+    for (s, n) in names.into_iter().enumerate() {
+        let n = n.expect("every shard got a log");
+        replies.push(engine.spawn_on(s, move |shard| async move {
+            let log = shard.log(&n)?;
+            let mut written = 0u64;
+            let mut i = 0u64;
+            while written < bytes {
+                // Log-like text: compresses about 4:1 at the balanced profile.
+                let rec = format!(
+                    "{i:012} level=info svc=ingest msg=\"accepted batch\" size={} ",
+                    i * 7919 % 100_000
+                )
+                .repeat(48);
+                log.append(rec.as_bytes(), Durability::Memory).await?;
+                written += rec.len() as u64;
+                i += 1;
+            }
+            log.roll().await
+        }));
+    }
+    for r in replies {
+        r.wait()?;
+    }
+    engine.close()
 }
 
 /// Names `logs` logs so they spread evenly over the shards.
@@ -238,6 +293,9 @@ struct Shared {
 pub fn run(dir: &Path, spec: &Spec) -> Result<RunResult, aof_engine::Error> {
     let root: PathBuf = dir.join(format!("run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
+    if spec.backlog_mib > 0 {
+        prefill_backlog(&root, spec)?;
+    }
     let engine = Engine::open(engine_config(&root, spec))?;
     let h = engine.handle();
     let names = log_names(&h, spec.logs);
