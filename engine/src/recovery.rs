@@ -475,6 +475,13 @@ pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result
                                 log_id: meta.log_id,
                                 base,
                                 file_len: l.file_len,
+                                file_crc: tier1::file_crc(t1.as_ref().expect("loaded")).map_err(|d| {
+                                    Error::Corruption {
+                                        path: t1.clone().unwrap_or_default(),
+                                        pos: 0,
+                                        detail: d,
+                                    }
+                                })?,
                                 codec: l.header.codec as u32,
                                 level: l.header.level,
                             });
@@ -522,6 +529,11 @@ pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result
                             log_id: meta.log_id,
                             base,
                             file_len: l.file_len,
+                            file_crc: tier1::file_crc(p).map_err(|d| Error::Corruption {
+                                path: p.clone(),
+                                pos: 0,
+                                detail: d,
+                            })?,
                             codec: l.header.codec as u32,
                             level: l.header.level,
                         });

@@ -41,6 +41,8 @@ pub struct Compressed {
     pub codec: Codec,
     pub level: i32,
     pub file_len: u64,
+    /// crc32c of the whole file.
+    pub file_crc: u32,
 }
 
 fn corrupt(path: &Path, pos: u64, detail: String) -> Error {
@@ -51,7 +53,9 @@ fn corrupt(path: &Path, pos: u64, detail: String) -> Error {
     }
 }
 
-async fn write_dma(f: &DmaFile, path: &Path, bytes: &[u8], pos: u64) -> Result<()> {
+/// Writes whole blocks at `pos`, folding them into the running crc of the file.
+async fn write_dma(f: &DmaFile, path: &Path, bytes: &[u8], pos: u64, crc: &mut u32) -> Result<()> {
+    *crc = crc32c::crc32c_append(*crc, bytes);
     debug_assert!(pos.is_multiple_of(BLOCK_SIZE) && (bytes.len() as u64).is_multiple_of(BLOCK_SIZE));
     let mut buf = f.alloc_dma_buffer(bytes.len());
     buf.as_bytes_mut().copy_from_slice(bytes);
@@ -99,7 +103,7 @@ pub async fn compress(
         bytes: std::cell::Cell::new(0),
     };
     let r = write_frames(&src, &out_file, &tmp, profile, frame_target, &pace, stop).await;
-    let (frames, file_len) = match r {
+    let (frames, file_len, file_crc) = match r {
         Ok(Some(v)) => v,
         other => {
             let _ = out_file.close().await;
@@ -117,6 +121,7 @@ pub async fn compress(
         codec: if level.is_some() { Codec::Zstd } else { Codec::Stored },
         level: level.unwrap_or(0),
         file_len,
+        file_crc,
     }))
 }
 
@@ -150,7 +155,7 @@ async fn write_frames(
     frame_target: u32,
     pace: &Pace,
     stop: &dyn Fn() -> bool,
-) -> Result<Option<(Vec<FrameEntry>, u64)>> {
+) -> Result<Option<(Vec<FrameEntry>, u64, u32)>> {
     let level = profile.zstd_level();
     let header = Header {
         codec: if level.is_some() { Codec::Zstd } else { Codec::Stored },
@@ -173,6 +178,7 @@ async fn write_frames(
     let mut next = src.base_offset;
     let mut comp_pos = BLOCK_SIZE;
     let mut frames = Vec::new();
+    let mut file_crc = 0u32;
     let target = frame_target as usize;
     loop {
         // Cut the next frame: whole records, at least one, up to the target size.
@@ -260,7 +266,7 @@ async fn write_frames(
         out.extend_from_slice(&comp);
         if out.len() >= WRITE_CHUNK {
             let n = align_down(out.len() as u64) as usize;
-            write_dma(out_file, out_path, &out[..n], written).await?;
+            write_dma(out_file, out_path, &out[..n], written, &mut file_crc).await?;
             out.drain(..n);
             written += n as u64;
             pace.account(n).await;
@@ -286,13 +292,13 @@ async fn write_frames(
     debug_assert_eq!(comp_end, comp_pos);
     out.resize(align_up(out.len() as u64) as usize, 0);
     out.extend_from_slice(&fmt::encode_tail(&frames, comp_end, src.base_offset, src.next_offset));
-    write_dma(out_file, out_path, &out, written).await?;
+    write_dma(out_file, out_path, &out, written, &mut file_crc).await?;
     let file_len = written + out.len() as u64;
     out_file
         .fdatasync()
         .await
         .map_err(|e| Error::glommio("fdatasync tier1", out_path, e))?;
-    Ok(Some((frames, file_len)))
+    Ok(Some((frames, file_len, file_crc)))
 }
 
 /// A Tier1 file as found at start-up.
@@ -332,6 +338,21 @@ pub fn load(path: &Path, log_id: u64, base: u64) -> std::result::Result<Loaded, 
         frames,
         file_len: len,
     })
+}
+
+/// crc32c of a whole file (blocking; start-up only, for a Tier1 file the manifest lost).
+pub fn file_crc(path: &Path) -> std::result::Result<u32, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = 0u32;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
 }
 
 /// Reads frame `f` of a Tier1 file and returns its decoded bytes (the segment bytes from

@@ -123,6 +123,7 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
             log_id: log.id,
             base,
             file_len: c.file_len,
+            file_crc: c.file_crc,
             codec: c.codec as u32,
             level: c.level,
         }])
@@ -441,6 +442,8 @@ pub struct SegmentInfo {
     pub local_bytes: u64,
     /// Where Tier2 holds it, once the bridge confirmed the upload.
     pub uploaded: Option<ObjectRef>,
+    /// crc32c of its whole Tier1 file (the content checksum in its Tier2 object key).
+    pub tier1_crc: Option<u32>,
     pub path: Option<std::path::PathBuf>,
 }
 
@@ -452,10 +455,12 @@ pub fn segments(core: &ShardCore, log: &Log) -> Vec<SegmentInfo> {
         .sealed
         .iter()
         .map(|s| {
-            let uploaded = match st.segments.get(&(log.id, s.base_offset)).map(|e| &e.upload) {
+            let entry = st.segments.get(&(log.id, s.base_offset));
+            let uploaded = match entry.map(|e| &e.upload) {
                 Some(Upload::Done(o)) => Some(o.clone()),
                 _ => None,
             };
+            let tier1_crc = entry.filter(|e| e.tier1_len > 0).map(|e| e.tier1_crc);
             let (state, path) = match s.store {
                 Store::Raw(_) => (SegmentState::Sealed, Some(s.path.clone())),
                 Store::Tier1 { .. } => (SegmentState::Tier1, Some(s.path.clone())),
@@ -468,6 +473,7 @@ pub fn segments(core: &ShardCore, log: &Log) -> Vec<SegmentInfo> {
                 state,
                 local_bytes: s.local_bytes,
                 uploaded,
+                tier1_crc,
                 path,
             }
         })
@@ -484,6 +490,7 @@ pub fn segments(core: &ShardCore, log: &Log) -> Vec<SegmentInfo> {
             state,
             local_bytes: s.segment_size_bytes,
             uploaded: None,
+            tier1_crc: None,
             path: Some(s.path.clone()),
         });
     }

@@ -99,6 +99,14 @@ fn reads_span_every_local_tier_before_and_after_restart() {
     h.tiering_idle(0).wait_timeout(T).unwrap();
     let st = states(&h, "s");
     assert!(st.iter().filter(|s| **s == SegmentState::Tier1).count() >= 3, "{st:?}");
+    // The manifest's content checksum is the crc32c of the whole Tier1 file on disk.
+    for s in h.segments("s").wait_timeout(T).unwrap() {
+        if s.state == SegmentState::Tier1 {
+            let bytes = std::fs::read(s.path.as_ref().unwrap()).unwrap();
+            assert_eq!(s.tier1_crc, Some(crc32c::crc32c(&bytes)), "segment {}", s.base_offset);
+            assert_eq!(s.local_bytes, bytes.len() as u64);
+        }
+    }
     verify(&h, "s", 0..n1, "tier1 + active");
     let stats = h.stats(0).wait_timeout(T).unwrap();
     assert!(stats.segments_compressed >= 3 && stats.compress_out_bytes < stats.compress_in_bytes);

@@ -48,11 +48,14 @@ pub enum Record {
         data_crc: u32,
         last_timestamp_ns: u64,
     },
-    /// Its Tier1 file is durable (`file_len` bytes); the raw `.seg` file may now go.
+    /// Its Tier1 file is durable (`file_len` bytes, crc32c `file_crc` over all of them: the
+    /// content checksum its Tier2 object key and integrity checks use); the raw `.seg` file
+    /// may now go.
     Compressed {
         log_id: u64,
         base: u64,
         file_len: u64,
+        file_crc: u32,
         codec: u32,
         level: i32,
     },
@@ -129,11 +132,13 @@ impl Record {
                 log_id,
                 base,
                 file_len,
+                file_crc,
                 codec,
                 level,
             } => {
                 out.push(K_COMPRESSED);
                 u64s(out, &[*log_id, *base, *file_len]);
+                out.extend_from_slice(&file_crc.to_le_bytes());
                 out.extend_from_slice(&codec.to_le_bytes());
                 out.extend_from_slice(&level.to_le_bytes());
             }
@@ -210,6 +215,7 @@ impl Record {
                 log_id: r.u64()?,
                 base: r.u64()?,
                 file_len: r.u64()?,
+                file_crc: r.u32()?,
                 codec: r.u32()?,
                 level: r.u32()? as i32,
             },
@@ -383,8 +389,9 @@ pub struct SegmentEntry {
     pub data_crc: u32,
     pub last_timestamp_ns: u64,
     pub residency: Residency,
-    /// Size of the Tier1 file, once compressed.
+    /// Size and crc32c of the Tier1 file, once compressed.
     pub tier1_len: u64,
+    pub tier1_crc: u32,
     pub upload: Upload,
 }
 
@@ -432,22 +439,29 @@ impl State {
                         last_timestamp_ns: *last_timestamp_ns,
                         residency: Residency::Raw,
                         tier1_len: 0,
+                        tier1_crc: 0,
                         upload: Upload::None,
                     },
                 );
             }
             Record::Compressed {
-                log_id, base, file_len, ..
+                log_id,
+                base,
+                file_len,
+                file_crc,
+                ..
             } => {
                 if let Some(e) = self.segments.get_mut(&(*log_id, *base)) {
                     e.residency = Residency::Tier1;
                     e.tier1_len = *file_len;
+                    e.tier1_crc = *file_crc;
                 }
             }
             Record::Uncompressed { log_id, base } => {
                 if let Some(e) = self.segments.get_mut(&(*log_id, *base)) {
                     e.residency = Residency::Raw;
                     e.tier1_len = 0;
+                    e.tier1_crc = 0;
                 }
             }
             Record::UploadRequested { log_id, base } => {
@@ -535,6 +549,7 @@ impl State {
                     log_id,
                     base,
                     file_len: e.tier1_len,
+                    file_crc: e.tier1_crc,
                     codec: 0,
                     level: 0,
                 });
@@ -626,6 +641,7 @@ mod tests {
                 log_id: 7,
                 base: 0,
                 file_len: 8192,
+                file_crc: 0xabcd,
                 codec: 1,
                 level: 3,
             },
@@ -640,6 +656,7 @@ mod tests {
                 log_id: 7,
                 base: 100,
                 file_len: 4096,
+                file_crc: 0x1234,
                 codec: 1,
                 level: 3,
             },
