@@ -185,7 +185,21 @@ fn kill9_writer_never_loses_acknowledged_records() {
         }
         e.close().unwrap();
     }
-    eprintln!("{iterations} kills, {total_acked} acknowledged records checked");
+    let files = walk(&dir);
+    let t1 = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "t1"))
+        .count();
+    let snaps = files.iter().filter(|p| p.ends_with("manifest.snap")).count();
+    eprintln!(
+        "{iterations} kills, {total_acked} acknowledged records checked, {t1} Tier1 files, {snaps} manifest snapshots"
+    );
+    // The kills must have landed on a tiering engine: sealed segments were recompressed and
+    // manifests compacted along the way.
+    assert!(
+        t1 > 0 && snaps > 0,
+        "tiering never ran: {t1} Tier1 files, {snaps} snapshots"
+    );
     assert!(
         total_acked > 100,
         "the writer acknowledged too little to prove anything: {total_acked}"
