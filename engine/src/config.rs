@@ -70,6 +70,29 @@ pub struct Retention {
     pub max_bytes: Option<u64>,
 }
 
+/// How a shard talks to the Tier2 bridge (`s3-bridge/`, a separate process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier2Config {
+    /// Slots in each of the shard's two rings (a power of two). Default 1024.
+    pub ring_capacity: u64,
+    /// How long a read of a segment that lives only in Tier2 waits for the bridge to bring it
+    /// back before failing with `Tier2Unavailable`. Default 30 s.
+    pub read_timeout: Duration,
+    /// Uploads and deletes the manifest says are owed and that got no answer are asked again
+    /// after this long. Default 5 s.
+    pub retry_interval: Duration,
+}
+
+impl Default for Tier2Config {
+    fn default() -> Self {
+        Tier2Config {
+            ring_capacity: 1024,
+            read_timeout: Duration::from_secs(30),
+            retry_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Data directory. Each shard keeps its logs under `root/shard-NNN/`.
@@ -135,6 +158,9 @@ pub struct Config {
     pub tiering_shares: usize,
     /// The manifest is compacted into a snapshot after this many records. Default 1024.
     pub manifest_compact_records: u64,
+    /// A Tier2 bridge serves this data directory: Tier1 segments are uploaded, reads of
+    /// evicted segments hydrate them, retention deletes reach Tier2. Default `None`.
+    pub tier2: Option<Tier2Config>,
 }
 
 impl Config {
@@ -165,6 +191,7 @@ impl Config {
             housekeeping_interval: Duration::from_secs(1),
             tiering_shares: 20,
             manifest_compact_records: 1024,
+            tier2: None,
         }
     }
 
@@ -263,6 +290,17 @@ impl Config {
         }
         if !(1..=1000).contains(&self.tiering_shares) {
             return bad(format!("tiering_shares = {} must be in 1..=1000", self.tiering_shares));
+        }
+        if let Some(t) = &self.tier2 {
+            if !t.ring_capacity.is_power_of_two() || t.ring_capacity < 16 || t.ring_capacity > 1 << 20 {
+                return bad(format!(
+                    "tier2.ring_capacity = {} must be a power of two in 16..=1048576",
+                    t.ring_capacity
+                ));
+            }
+            if t.read_timeout.is_zero() || t.retry_interval.is_zero() {
+                return bad("tier2.read_timeout and tier2.retry_interval must be positive".into());
+            }
         }
         if self.manifest_compact_records == 0 {
             return bad("manifest_compact_records must be positive".into());

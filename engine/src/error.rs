@@ -93,6 +93,9 @@ pub enum Error {
     #[error("record {offset} of log {log:?} is only in Tier2 (its local copy was evicted); it cannot be read locally")]
     NotLocal { log: String, offset: u64 },
 
+    #[error("record {offset} of log {log:?} lives only in Tier2 and could not be brought back: {detail}")]
+    Tier2Unavailable { log: String, offset: u64, detail: String },
+
     #[error("segment {base} of log {log:?} is not a sealed segment of this log")]
     UnknownSegment { log: String, base: u64 },
 
@@ -144,7 +147,11 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Backpressure { .. } | Error::InboxFull { .. } | Error::Timeout(_) | Error::DiskBudget { .. }
+            Error::Backpressure { .. }
+                | Error::InboxFull { .. }
+                | Error::Timeout(_)
+                | Error::DiskBudget { .. }
+                | Error::Tier2Unavailable { .. }
         )
     }
 }

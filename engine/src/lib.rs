@@ -38,9 +38,10 @@ mod shard;
 mod startup;
 mod tier0;
 mod tier1;
+pub mod tier2;
 mod tiering;
 
-pub use config::{Config, Durability, Profile, Retention};
+pub use config::{Config, Durability, Profile, Retention, Tier2Config};
 pub use engine::{Engine, Follow, Handle, LocalLog, Shard, Tail};
 pub use error::{Error, Result};
 pub use format::manifest::ObjectRef;

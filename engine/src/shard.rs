@@ -15,6 +15,7 @@ use crate::manifest::Manifest;
 use crate::record::{now_ns, NewRecord, Record};
 use crate::recovery::{self, RecoveryReport};
 use crate::tier0::HotCache;
+use crate::tier2::link::Link;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -56,6 +57,9 @@ pub struct ShardCore {
     pub tiering_busy: Cell<bool>,
     tiering_task: RefCell<Option<glommio::Task<()>>>,
     read_tick: Cell<u64>,
+    /// The bridge link, if `Config::tier2` is set.
+    pub link: OnceCell<Rc<Link>>,
+    link_task: RefCell<Option<glommio::Task<()>>>,
 }
 
 impl ShardCore {
@@ -89,6 +93,8 @@ impl ShardCore {
             tiering_busy: Cell::new(false),
             tiering_task: RefCell::new(None),
             read_tick: Cell::new(0),
+            link: OnceCell::new(),
+            link_task: RefCell::new(None),
         }
     }
 
@@ -219,12 +225,18 @@ impl ShardCore {
             glommio::Latency::NotImportant,
             "aof-tiering",
         );
-        let task =
-            glommio::spawn_local_into(crate::tiering::run(self.clone()), tq).map_err(|e| Error::Environment {
-                problem: format!("cannot start the tiering task: {e}"),
-                remedy: "report this as a bug".into(),
-            })?;
+        let spawn_err = |e: glommio::GlommioError<()>| Error::Environment {
+            problem: format!("cannot start a background task: {e}"),
+            remedy: "report this as a bug".into(),
+        };
+        let task = glommio::spawn_local_into(crate::tiering::run(self.clone()), tq).map_err(spawn_err)?;
         *self.tiering_task.borrow_mut() = Some(task);
+        if let Some(t2) = self.config.tier2 {
+            let link = Rc::new(Link::open(self, t2)?);
+            let _ = self.link.set(link.clone());
+            let task = glommio::spawn_local_into(crate::tier2::link::run(self.clone(), link), tq).map_err(spawn_err)?;
+            *self.link_task.borrow_mut() = Some(task);
+        }
         Ok((reports, notes))
     }
 
@@ -308,18 +320,44 @@ impl ShardCore {
         log.append(self, recs, d, wait).await
     }
 
-    pub async fn read_from(&self, name: &str, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
+    pub async fn read_from(
+        self: &Rc<Self>,
+        name: &str,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>> {
         let log = self.log(name)?;
         let window = (self.config.index_interval_bytes + 4096) as usize;
-        log.read_from(
-            self,
-            from,
-            max_records.max(1),
-            max_bytes,
-            crate::limits::RECORD_BYTES_CEILING,
-            window,
-        )
-        .await
+        let mut hydrated = false;
+        loop {
+            let r = log
+                .read_from(
+                    self,
+                    from,
+                    max_records.max(1),
+                    max_bytes,
+                    crate::limits::RECORD_BYTES_CEILING,
+                    window,
+                )
+                .await;
+            // A segment that lives only in Tier2: bring it back through the bridge (once per
+            // read) and read again.
+            let (Err(Error::NotLocal { offset, .. }), Some(link), false) = (&r, self.link.get(), hydrated) else {
+                return r;
+            };
+            let offset = *offset;
+            let base = {
+                let i = log.inner.borrow();
+                let at = i.sealed.partition_point(|s| s.base_offset <= offset);
+                match at.checked_sub(1).map(|k| i.sealed[k].base_offset) {
+                    Some(b) => b,
+                    None => return r,
+                }
+            };
+            crate::tier2::link::hydrate(self, link, &log, base, offset).await?;
+            hydrated = true;
+        }
     }
 
     /// Graceful stop: refuse new work, flush and sync everything, stop the flushers.
@@ -339,6 +377,14 @@ impl ShardCore {
         self.tiering_wake.notify_all();
         let tiering = self.tiering_task.borrow_mut().take();
         if let Some(t) = tiering {
+            t.await;
+        }
+        if let Some(l) = self.link.get() {
+            l.wake.notify_all();
+            l.answered.notify_all();
+        }
+        let link = self.link_task.borrow_mut().take();
+        if let Some(t) = link {
             t.await;
         }
         let tasks = std::mem::take(&mut *self.flushers.borrow_mut());
@@ -442,6 +488,13 @@ pub struct ShardStats {
     pub manifest_compactions: u64,
     /// Deleted segments whose Tier2 copy the bridge still has to delete.
     pub tier2_pending_deletes: usize,
+    /// Requests sent to the bridge, refused by a full ring, confirmed uploads, hydrations
+    /// done, and failures the bridge reported.
+    pub tier2_requests: u64,
+    pub tier2_ring_full: u64,
+    pub tier2_uploads: u64,
+    pub tier2_hydrations: u64,
+    pub tier2_failures: u64,
 }
 
 pub fn shard_dir_name(id: usize) -> String {

@@ -1,0 +1,403 @@
+//! The shard's side of the bridge: asks for uploads of Tier1 segments and for deletes of
+//! segments retention removed, hydrates Tier2-only segments on read, and applies the answers to
+//! the manifest. Runs in the shard's tiering task queue and never blocks: a full ring just
+//! means "ask again later", and the manifest says what is still owed.
+//!
+//! What the shard owes the bridge is derived from the manifest every `retry_interval`:
+//! a Tier1 segment not yet uploaded gets an `Upload` (after `UploadRequested` is recorded), a
+//! deleted segment with a pending Tier2 delete gets a `Delete`. So a lost notification, a
+//! restarted bridge or a restarted shard all end the same way: the work is asked again, and
+//! since object keys are deterministic, asking twice uploads the same bytes to the same key.
+
+use crate::config::Tier2Config;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::format::manifest::{ObjectRef, Record, Residency, Upload};
+use crate::log::Log;
+use crate::segment::{SealedSegment, Store};
+use crate::shard::ShardCore;
+use crate::tier2::keys::SegmentId;
+use crate::tier2::ring::{open_ring, Body, Consumer, Direction, Message, Producer};
+use futures_lite::future;
+use glommio::timer::Timer;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How often replies are looked for while requests are outstanding, and when idle.
+const POLL_BUSY: Duration = Duration::from_millis(2);
+const POLL_IDLE: Duration = Duration::from_millis(50);
+
+/// A segment: `(log_id, base offset)`.
+type SegKey = (u64, u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Upload,
+    Download,
+    Delete,
+}
+
+/// How a hydration ended, for the reads waiting on it.
+#[derive(Debug, Clone)]
+enum Hydration {
+    Pending,
+    Failed(String),
+}
+
+pub struct Link {
+    cfg: Tier2Config,
+    req: RefCell<Producer>,
+    rep: RefCell<Consumer>,
+    next_id: Cell<u64>,
+    /// Request id → (segment, kind).
+    inflight: RefCell<HashMap<u64, (SegKey, Kind)>>,
+    /// When each segment was last asked about, so the rescan does not flood the ring.
+    asked: RefCell<HashMap<(SegKey, Kind), Instant>>,
+    hydrations: RefCell<HashMap<SegKey, Hydration>>,
+    /// A reply was applied (hydration waiters re-check).
+    pub answered: Event,
+    pub wake: Event,
+}
+
+impl Link {
+    /// Opens (creating if needed) the shard's two rings in its directory.
+    pub fn open(core: &ShardCore, cfg: Tier2Config) -> Result<Link> {
+        let ring = |d| {
+            open_ring(&core.dir, core.id as u32, d, cfg.ring_capacity).map_err(|e| Error::Environment {
+                problem: format!("cannot open the Tier2 ring: {e}"),
+                remedy: "remove the ring files in the shard directory if they are from another version".into(),
+            })
+        };
+        let req = Producer::new(ring(Direction::Requests)?);
+        let rep = Consumer::new(ring(Direction::Replies)?);
+        Ok(Link {
+            cfg,
+            req: RefCell::new(req),
+            rep: RefCell::new(rep),
+            next_id: Cell::new(1),
+            inflight: RefCell::new(HashMap::new()),
+            asked: RefCell::new(HashMap::new()),
+            hydrations: RefCell::new(HashMap::new()),
+            answered: Event::default(),
+            wake: Event::default(),
+        })
+    }
+
+    /// Sends a request; `false` if the ring is full (asked again at the next rescan).
+    fn ask(&self, core: &ShardCore, seg: SegmentId, kind: Kind, body: Body) -> bool {
+        let id = self.next_id.get();
+        let m = Message { id, body };
+        match self.req.borrow_mut().push(&m) {
+            Ok(Ok(())) => {
+                self.next_id.set(id + 1);
+                self.inflight.borrow_mut().insert(id, ((seg.log_id, seg.base), kind));
+                self.asked
+                    .borrow_mut()
+                    .insert(((seg.log_id, seg.base), kind), Instant::now());
+                core.stats.borrow_mut().tier2_requests += 1;
+                true
+            }
+            Ok(Err(_full)) => {
+                core.stats.borrow_mut().tier2_ring_full += 1;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(shard = core.id, error = %e, "Tier2 request ring refused a message");
+                false
+            }
+        }
+    }
+
+    fn due(&self, key: SegKey, kind: Kind) -> bool {
+        self.asked
+            .borrow()
+            .get(&(key, kind))
+            .is_none_or(|t| t.elapsed() >= self.cfg.retry_interval)
+    }
+}
+
+fn log_by_id(core: &ShardCore, log_id: u64) -> Option<Rc<Log>> {
+    core.logs.borrow().values().find(|l| l.id == log_id).cloned()
+}
+
+/// The shard's Tier2 task: rescans the manifest for owed work and applies replies.
+pub async fn run(core: Rc<ShardCore>, link: Rc<Link>) {
+    let mut last_scan: Option<Instant> = None;
+    loop {
+        if core.closing.get() {
+            link.answered.notify_all();
+            return;
+        }
+        if last_scan.is_none_or(|t| t.elapsed() >= link.cfg.retry_interval) {
+            rescan(&core, &link).await;
+            last_scan = Some(Instant::now());
+        }
+        let mut n = 0;
+        loop {
+            let popped = link.rep.borrow_mut().pop();
+            match popped {
+                Ok(Some(m)) => {
+                    apply(&core, &link, m).await;
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) => tracing::warn!(shard = core.id, error = %e, "damaged Tier2 reply skipped"),
+            }
+        }
+        if n > 0 {
+            link.answered.notify_all();
+            continue;
+        }
+        let poll = if link.inflight.borrow().is_empty() {
+            POLL_IDLE
+        } else {
+            POLL_BUSY
+        };
+        future::or(link.wake.next(), async {
+            Timer::new(poll).await;
+        })
+        .await;
+    }
+}
+
+/// Asks for everything the manifest says is owed and was not asked for recently.
+async fn rescan(core: &Rc<ShardCore>, link: &Link) {
+    let (uploads, deletes) = {
+        let st = core.manifest().state();
+        let uploads: Vec<(u64, u64, u32, u64, bool)> = st
+            .segments
+            .iter()
+            .filter(|(_, e)| e.residency == Residency::Tier1 && !matches!(e.upload, Upload::Done(_)))
+            .map(|(&(l, b), e)| (l, b, e.tier1_crc, e.tier1_len, e.upload == Upload::None))
+            .collect();
+        let deletes: Vec<(u64, u64, String)> = st.tier2_deletes.iter().map(|(&(l, b), k)| (l, b, k.clone())).collect();
+        (uploads, deletes)
+    };
+    for (log_id, base, crc, size, unrecorded) in uploads {
+        if !link.due((log_id, base), Kind::Upload) {
+            continue;
+        }
+        if unrecorded {
+            if let Err(e) = core
+                .manifest()
+                .append(&[Record::UploadRequested { log_id, base }])
+                .await
+            {
+                tracing::warn!(shard = core.id, error = %e, "cannot record an upload request");
+                return;
+            }
+        }
+        let seg = SegmentId {
+            log_id,
+            base,
+            crc32c: crc,
+        };
+        if !link.ask(core, seg, Kind::Upload, Body::Upload { seg, file_id: 0, size }) {
+            return;
+        }
+    }
+    for (log_id, base, key) in deletes {
+        if !link.due((log_id, base), Kind::Delete) {
+            continue;
+        }
+        let Some(seg) = SegmentId::parse("", &key) else {
+            tracing::warn!(shard = core.id, key, "pending Tier2 delete with an unparsable key");
+            continue;
+        };
+        if !link.ask(core, seg, Kind::Delete, Body::Delete { seg }) {
+            return;
+        }
+    }
+}
+
+async fn apply(core: &Rc<ShardCore>, link: &Link, m: Message) {
+    let Some((key, kind)) = link.inflight.borrow_mut().remove(&m.id) else {
+        // An answer to a request from before a restart: the manifest rescan covers it.
+        return;
+    };
+    let Some(log) = log_by_id(core, key.0) else {
+        return;
+    };
+    let result = match (kind, m.body) {
+        (Kind::Upload, Body::Done { seg, size, etag }) => {
+            let object = ObjectRef {
+                key: seg.to_string(),
+                size,
+                crc32c: seg.crc32c,
+                etag,
+            };
+            core.stats.borrow_mut().tier2_uploads += 1;
+            crate::tiering::record_upload(core, &log, key.1, object).await
+        }
+        (Kind::Delete, Body::Done { .. }) => {
+            core.manifest()
+                .append(&[Record::Tier2Deleted {
+                    log_id: key.0,
+                    base: key.1,
+                }])
+                .await
+        }
+        (Kind::Download, Body::Done { .. }) => finish_hydration(core, link, &log, key.1).await,
+        (
+            kind,
+            Body::Failed {
+                kind: why, retryable, ..
+            },
+        ) => {
+            core.stats.borrow_mut().tier2_failures += 1;
+            tracing::warn!(shard = core.id, log = %log.name, base = key.1, ?kind, failure = %why, retryable, "Tier2 request failed");
+            if kind == Kind::Download {
+                link.hydrations
+                    .borrow_mut()
+                    .insert(key, Hydration::Failed(format!("{why} (retryable: {retryable})")));
+            }
+            // Uploads and deletes are asked again at a later rescan.
+            Ok(())
+        }
+        (kind, body) => {
+            tracing::warn!(shard = core.id, ?kind, ?body, "unexpected Tier2 reply");
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(shard = core.id, log = %log.name, base = key.1, error = %e, "applying a Tier2 reply failed");
+        if kind == Kind::Download {
+            link.hydrations
+                .borrow_mut()
+                .insert(key, Hydration::Failed(e.to_string()));
+        }
+    }
+}
+
+/// The bridge wrote the segment's Tier1 file back into the log directory: verify it, record
+/// it, and make it the segment's local copy again.
+async fn finish_hydration(core: &Rc<ShardCore>, link: &Link, log: &Rc<Log>, base: u64) -> Result<()> {
+    let name = crate::format::tier1::file_name(log.id, base);
+    let path = log.dir.join(&name);
+    let (crc, next_offset) = {
+        let st = core.manifest().state();
+        let Some(e) = st.segments.get(&(log.id, base)) else {
+            return Ok(()); // deleted meanwhile
+        };
+        (e.tier1_crc, e.next_offset)
+    };
+    let loaded = crate::tier1::load(&path, log.id, base).map_err(|d| Error::Corruption {
+        path: path.clone(),
+        pos: 0,
+        detail: format!("hydrated tier1 file: {d}"),
+    })?;
+    if loaded.header.next_offset != next_offset {
+        return Err(Error::Corruption {
+            path,
+            pos: 0,
+            detail: "hydrated tier1 file holds another range of records".into(),
+        });
+    }
+    core.manifest()
+        .append(&[Record::Compressed {
+            log_id: log.id,
+            base,
+            file_len: loaded.file_len,
+            file_crc: crc,
+            codec: loaded.header.codec as u32,
+            level: loaded.header.level,
+        }])
+        .await?;
+    let file = Rc::new(
+        glommio::io::OpenOptions::new()
+            .read(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| Error::glommio("open hydrated segment", &path, e))?,
+    );
+    {
+        let mut i = log.inner.borrow_mut();
+        let at = i.sealed.partition_point(|s| s.base_offset < base);
+        if let Some(s) = i.sealed.get_mut(at).filter(|s| s.base_offset == base) {
+            s.index = SealedSegment::frame_index(&loaded.frames);
+            s.local_bytes = loaded.file_len;
+            s.path = path;
+            s.last_read.set(core.tick());
+            s.store = Store::Tier1 {
+                file,
+                frames: Rc::new(loaded.frames),
+                codec: loaded.header.codec,
+            };
+        }
+    }
+    core.tier1_bytes.set(core.tier1_bytes.get() + loaded.file_len);
+    core.stats.borrow_mut().tier2_hydrations += 1;
+    link.hydrations.borrow_mut().remove(&(log.id, base));
+    crate::tiering::enforce_budget(core).await;
+    Ok(())
+}
+
+/// Brings a Tier2-only segment back to local disk, waiting at most the configured read
+/// timeout. Concurrent readers of one segment share one download.
+pub async fn hydrate(core: &Rc<ShardCore>, link: &Rc<Link>, log: &Rc<Log>, base: u64, offset: u64) -> Result<()> {
+    let key = (log.id, base);
+    let crc = {
+        let st = core.manifest().state();
+        match st.segments.get(&key) {
+            Some(e) if e.residency == Residency::Tier2Only => e.tier1_crc,
+            _ => return Ok(()), // local again already (or gone: the read says which)
+        }
+    };
+    let started = !link.hydrations.borrow().contains_key(&key);
+    if started {
+        let seg = SegmentId {
+            log_id: log.id,
+            base,
+            crc32c: crc,
+        };
+        if !link.ask(core, seg, Kind::Download, Body::Download { seg, range: None }) {
+            return Err(Error::Tier2Unavailable {
+                log: log.name.clone(),
+                offset,
+                detail: "the request ring to the bridge is full".into(),
+            });
+        }
+        link.hydrations.borrow_mut().insert(key, Hydration::Pending);
+        link.wake.notify_all();
+    }
+    let name = log.name.clone();
+    let unavailable = move |detail: String| Error::Tier2Unavailable {
+        log: name.clone(),
+        offset,
+        detail,
+    };
+    let waited = future::or(
+        async {
+            link.answered
+                .wait_for(|| {
+                    if core.closing.get() {
+                        return Some(Err(Error::ShuttingDown));
+                    }
+                    match link.hydrations.borrow().get(&key) {
+                        None => Some(Ok(())),
+                        Some(Hydration::Pending) => None,
+                        Some(Hydration::Failed(why)) => Some(Err(unavailable(why.clone()))),
+                    }
+                })
+                .await
+        },
+        async {
+            Timer::new(link.cfg.read_timeout).await;
+            Err(unavailable(format!(
+                "no copy from the bridge within {:?}",
+                link.cfg.read_timeout
+            )))
+        },
+    )
+    .await;
+    if waited.is_err() {
+        // The next read asks again.
+        let mut h = link.hydrations.borrow_mut();
+        if !matches!(h.get(&key), Some(Hydration::Pending)) || started {
+            h.remove(&key);
+        }
+    }
+    waited
+}
