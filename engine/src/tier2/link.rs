@@ -53,8 +53,9 @@ pub struct Link {
     next_id: Cell<u64>,
     /// Request id → (segment, kind).
     inflight: RefCell<HashMap<u64, (SegKey, Kind)>>,
-    /// When each segment was last asked about, so the rescan does not flood the ring.
-    asked: RefCell<HashMap<(SegKey, Kind), Instant>>,
+    /// When each segment was last asked about (and under which request id), so the rescan
+    /// does not flood the ring and an unanswered request is forgotten when asked again.
+    asked: RefCell<HashMap<(SegKey, Kind), (Instant, u64)>>,
     hydrations: RefCell<HashMap<SegKey, Hydration>>,
     /// A reply was applied (hydration waiters re-check).
     pub answered: Event,
@@ -92,10 +93,12 @@ impl Link {
         match self.req.borrow_mut().push(&m) {
             Ok(Ok(())) => {
                 self.next_id.set(id + 1);
-                self.inflight.borrow_mut().insert(id, ((seg.log_id, seg.base), kind));
-                self.asked
-                    .borrow_mut()
-                    .insert(((seg.log_id, seg.base), kind), Instant::now());
+                let key = (seg.log_id, seg.base);
+                let mut inflight = self.inflight.borrow_mut();
+                inflight.insert(id, (key, kind));
+                if let Some((_, old)) = self.asked.borrow_mut().insert((key, kind), (Instant::now(), id)) {
+                    inflight.remove(&old);
+                }
                 core.stats.borrow_mut().tier2_requests += 1;
                 true
             }
@@ -114,7 +117,7 @@ impl Link {
         self.asked
             .borrow()
             .get(&(key, kind))
-            .is_none_or(|t| t.elapsed() >= self.cfg.retry_interval)
+            .is_none_or(|(t, _)| t.elapsed() >= self.cfg.retry_interval)
     }
 }
 
@@ -261,6 +264,9 @@ async fn apply(core: &Rc<ShardCore>, link: &Link, m: Message) {
             Ok(())
         }
     };
+    if result.is_ok() {
+        link.asked.borrow_mut().remove(&(key, kind));
+    }
     if let Err(e) = result {
         tracing::warn!(shard = core.id, log = %log.name, base = key.1, error = %e, "applying a Tier2 reply failed");
         if kind == Kind::Download {
@@ -345,53 +351,67 @@ pub async fn hydrate(core: &Rc<ShardCore>, link: &Rc<Link>, log: &Rc<Log>, base:
             _ => return Ok(()), // local again already (or gone: the read says which)
         }
     };
+    let seg = SegmentId {
+        log_id: log.id,
+        base,
+        crc32c: crc,
+    };
     let started = !link.hydrations.borrow().contains_key(&key);
-    if started {
-        let seg = SegmentId {
-            log_id: log.id,
-            base,
-            crc32c: crc,
-        };
-        if !link.ask(core, seg, Kind::Download, Body::Download { seg, range: None }) {
-            return Err(Error::Tier2Unavailable {
-                log: log.name.clone(),
-                offset,
-                detail: "the request ring to the bridge is full".into(),
-            });
-        }
-        link.hydrations.borrow_mut().insert(key, Hydration::Pending);
-        link.wake.notify_all();
-    }
     let name = log.name.clone();
     let unavailable = move |detail: String| Error::Tier2Unavailable {
         log: name.clone(),
         offset,
         detail,
     };
-    let waited = future::or(
-        async {
-            link.answered
-                .wait_for(|| {
-                    if core.closing.get() {
-                        return Some(Err(Error::ShuttingDown));
-                    }
-                    match link.hydrations.borrow().get(&key) {
-                        None => Some(Ok(())),
-                        Some(Hydration::Pending) => None,
-                        Some(Hydration::Failed(why)) => Some(Err(unavailable(why.clone()))),
-                    }
-                })
-                .await
-        },
-        async {
-            Timer::new(link.cfg.read_timeout).await;
-            Err(unavailable(format!(
+    if started {
+        if !link.ask(core, seg, Kind::Download, Body::Download { seg, range: None }) {
+            return Err(unavailable("the request ring to the bridge is full".into()));
+        }
+        link.hydrations.borrow_mut().insert(key, Hydration::Pending);
+        link.wake.notify_all();
+    }
+    let deadline = Instant::now() + link.cfg.read_timeout;
+    let waited = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err(unavailable(format!(
                 "no copy from the bridge within {:?}",
                 link.cfg.read_timeout
-            )))
-        },
-    )
-    .await;
+            )));
+        }
+        let answer = future::or(
+            async {
+                Some(
+                    link.answered
+                        .wait_for(|| {
+                            if core.closing.get() {
+                                return Some(Err(Error::ShuttingDown));
+                            }
+                            match link.hydrations.borrow().get(&key) {
+                                None => Some(Ok(())),
+                                Some(Hydration::Pending) => None,
+                                Some(Hydration::Failed(why)) => Some(Err(unavailable(why.clone()))),
+                            }
+                        })
+                        .await,
+                )
+            },
+            async {
+                Timer::new(left.min(link.cfg.retry_interval)).await;
+                None
+            },
+        )
+        .await;
+        match answer {
+            Some(r) => break r,
+            // No answer yet: the request may have been dropped (a bridge that restarted
+            // drops what was queued before it); ask again.
+            None if started && link.due(key, Kind::Download) => {
+                link.ask(core, seg, Kind::Download, Body::Download { seg, range: None });
+            }
+            None => {}
+        }
+    };
     if waited.is_err() {
         // The next read asks again.
         let mut h = link.hydrations.borrow_mut();

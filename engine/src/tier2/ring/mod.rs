@@ -43,3 +43,35 @@ pub fn open_ring(dir: &Path, shard: u32, direction: Direction, capacity: u64) ->
         },
     )
 }
+
+/// The bridge's ends of one shard's rings: it consumes requests and produces replies.
+pub struct BridgeEnd {
+    pub requests: Consumer,
+    pub replies: Producer,
+}
+
+/// The shard's ends of its rings: it produces requests and consumes replies.
+pub struct ShardEnd {
+    pub requests: Producer,
+    pub replies: Consumer,
+}
+
+impl BridgeEnd {
+    /// Opens (creating if needed) both rings of `shard` in `dir`, each `capacity` slots.
+    pub fn open(dir: &Path, shard: u32, capacity: u64) -> Result<BridgeEnd, RingError> {
+        Ok(BridgeEnd {
+            requests: Consumer::new(open_ring(dir, shard, Direction::Requests, capacity)?),
+            replies: Producer::new(open_ring(dir, shard, Direction::Replies, capacity)?),
+        })
+    }
+}
+
+impl ShardEnd {
+    /// Opens (creating if needed) both rings of `shard` in `dir`, each `capacity` slots.
+    pub fn open(dir: &Path, shard: u32, capacity: u64) -> Result<ShardEnd, RingError> {
+        Ok(ShardEnd {
+            requests: Producer::new(open_ring(dir, shard, Direction::Requests, capacity)?),
+            replies: Consumer::new(open_ring(dir, shard, Direction::Replies, capacity)?),
+        })
+    }
+}
