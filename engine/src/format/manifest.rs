@@ -455,6 +455,11 @@ impl State {
                     e.residency = Residency::Tier1;
                     e.tier1_len = *file_len;
                     e.tier1_crc = *file_crc;
+                    // A Tier1 file made again (the first was lost) has other bytes: the Tier2
+                    // copy of the old one is not a copy of this one, so it must be uploaded anew.
+                    if matches!(&e.upload, Upload::Done(o) if o.crc32c != *file_crc) {
+                        e.upload = Upload::None;
+                    }
                 }
             }
             Record::Uncompressed { log_id, base } => {

@@ -119,19 +119,7 @@ impl FileStore {
         let mut out = AtomicFile::create(dest)
             .await
             .map_err(|e| Self::io_err(op, key, "create", dest, e))?;
-        let mut buf = vec![0u8; COPY_CHUNK_BYTES];
-        loop {
-            let n = input
-                .read(&mut buf)
-                .await
-                .map_err(|e| Self::io_err(op, key, "read", src, e))?;
-            if n == 0 {
-                break;
-            }
-            out.write(&buf[..n])
-                .await
-                .map_err(|e| Self::io_err(op, key, "write", dest, e))?;
-        }
+        Self::copy(&mut input, &mut out, op, key, src, dest).await?;
         let (_, size) = out.crc_len();
         out.commit()
             .await
@@ -145,6 +133,30 @@ impl FileStore {
         Ok((info, size))
     }
 
+    /// Copies `input` (the file at `from`) into `out` (being written to `to`) in chunks.
+    async fn copy(
+        input: &mut tokio::fs::File,
+        out: &mut AtomicFile,
+        op: Op,
+        key: &str,
+        from: &Path,
+        to: &Path,
+    ) -> Result<(), StoreError> {
+        let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+        loop {
+            let n = input
+                .read(&mut buf)
+                .await
+                .map_err(|e| Self::io_err(op, key, "read", from, e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            out.write(&buf[..n])
+                .await
+                .map_err(|e| Self::io_err(op, key, "write", to, e))?;
+        }
+    }
+
     /// Streams the object into `dest` (atomically), verifying the crc before the rename.
     async fn copy_out(&self, key: &str, path: &Path, dest: &Path) -> Result<(ObjectMeta, u64), StoreError> {
         let op = Op::Get;
@@ -155,19 +167,7 @@ impl FileStore {
         let mut out = AtomicFile::create(dest)
             .await
             .map_err(|e| Self::io_err(op, key, "create", dest, e))?;
-        let mut buf = vec![0u8; COPY_CHUNK_BYTES];
-        loop {
-            let n = input
-                .read(&mut buf)
-                .await
-                .map_err(|e| Self::io_err(op, key, "read", path, e))?;
-            if n == 0 {
-                break;
-            }
-            out.write(&buf[..n])
-                .await
-                .map_err(|e| Self::io_err(op, key, "write", dest, e))?;
-        }
+        Self::copy(&mut input, &mut out, op, key, path, dest).await?;
         let (crc, len) = out.crc_len();
         match meta.crc32c {
             Some(expected) if expected == crc => {}
