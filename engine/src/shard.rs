@@ -493,6 +493,7 @@ pub struct ShardStats {
     pub tier2_requests: u64,
     pub tier2_ring_full: u64,
     pub tier2_uploads: u64,
+    pub tier2_uploaded_bytes: u64,
     pub tier2_hydrations: u64,
     pub tier2_failures: u64,
 }

@@ -6,6 +6,7 @@
 mod baseline;
 mod device;
 mod report;
+mod tier2;
 mod workload;
 
 use clap::{Args, Parser, Subcommand};
@@ -53,6 +54,9 @@ enum Cmd {
         #[arg(long, default_value_t = 500.0)]
         slo_p999_us: f64,
     },
+    /// Tier2: append latency with the S3 bridge idle and with it uploading a backlog at full
+    /// speed, the bridge's upload rate, and the object store's own raw PUT rate, in one run.
+    Bridge(tier2::BridgeArgs),
     /// The standard suite in under a minute on 2 cores: device, engine scenarios, baseline,
     /// scaling; writes report.md, report.json and charts.
     Quick {
@@ -128,6 +132,8 @@ impl WorkloadArgs {
             backlog_mib: self.backlog_mib,
             compress: !self.no_compress,
             compression: self.compression,
+            backlog_compressed: false,
+            tier2: false,
         }
     }
 }
@@ -174,6 +180,7 @@ fn real_main(cli: Cli) -> Res<()> {
             slo_p999_us,
         } => sweep(&cli.dir, &cli.out, &w, max_shards, slo_p999_us)?,
         Cmd::Quick { secs } => quick(&cli.dir, &cli.out, secs)?,
+        Cmd::Bridge(b) => tier2::bridge(&cli.dir, &cli.out, &b)?,
     }
     Ok(())
 }

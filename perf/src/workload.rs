@@ -107,6 +107,11 @@ pub struct Spec {
     /// Tier1 compression on during the run (`Config::tier1_compress`).
     pub compress: bool,
     pub compression: aof_engine::Profile,
+    /// The backlog is recompressed into Tier1 before the run starts (for Tier2 scenarios:
+    /// a backlog ready to upload), instead of left raw.
+    pub backlog_compressed: bool,
+    /// The engine links to a Tier2 bridge (`Config::tier2`).
+    pub tier2: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -204,6 +209,7 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     c.spin_before_park = (spec.spin_before_park_us > 0).then(|| Duration::from_micros(spec.spin_before_park_us));
     c.tier1_compress = spec.compress;
     c.compression = spec.compression;
+    c.tier2 = spec.tier2.then(aof_engine::Tier2Config::default);
     c
 }
 
@@ -211,7 +217,7 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
 /// with compression off, so the next engine opened on `root` starts with that backlog.
 fn prefill_backlog(root: &Path, spec: &Spec) -> Result<(), aof_engine::Error> {
     let mut c = engine_config(root, spec);
-    c.tier1_compress = false;
+    c.tier1_compress = spec.backlog_compressed;
     let engine = Engine::open(c)?;
     let h = engine.handle();
     let mut names: Vec<Option<String>> = vec![None; engine.shards()];
@@ -249,6 +255,11 @@ fn prefill_backlog(root: &Path, spec: &Spec) -> Result<(), aof_engine::Error> {
     }
     for r in replies {
         r.wait()?;
+    }
+    if spec.backlog_compressed {
+        for s in 0..engine.shards() {
+            h.tiering_idle(s).wait()?;
+        }
     }
     engine.close()
 }
@@ -291,12 +302,23 @@ struct Shared {
 
 /// Runs one workload against a fresh engine in `dir`.
 pub fn run(dir: &Path, spec: &Spec) -> Result<RunResult, aof_engine::Error> {
+    run_with(dir, spec, &|_| None)
+}
+
+/// `run`, with `beside(root)` called once the engine is open (before the producers start);
+/// what it returns (say, a Tier2 bridge serving `root`) lives until the producers are done.
+pub fn run_with(
+    dir: &Path,
+    spec: &Spec,
+    beside: &dyn Fn(&Path) -> Option<Box<dyn std::any::Any>>,
+) -> Result<RunResult, aof_engine::Error> {
     let root: PathBuf = dir.join(format!("run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     if spec.backlog_mib > 0 {
         prefill_backlog(&root, spec)?;
     }
     let engine = Engine::open(engine_config(&root, spec))?;
+    let guard = beside(&root);
     let h = engine.handle();
     let names = log_names(&h, spec.logs);
     for n in &names {
@@ -370,6 +392,7 @@ pub fn run(dir: &Path, spec: &Spec) -> Result<RunResult, aof_engine::Error> {
     for s in 0..engine.shards() {
         stats.push(h.stats(s).wait()?);
     }
+    drop(guard);
     engine.close()?;
     let _ = std::fs::remove_dir_all(&root);
     let secs = spec.duration.as_secs_f64();

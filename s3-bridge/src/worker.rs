@@ -2,9 +2,9 @@
 //! request ring, run them as tokio tasks (at most `transfer.concurrency` at once per bridge),
 //! and answer on the shard's reply ring.
 //!
-//! The rings carry notifications only. On start the bridge drops whatever was queued (the
-//! shards re-ask, from their manifests, for anything still owed), and every request is
-//! idempotent: an upload first asks the store whether an object with this exact key (which
+//! The rings carry notifications only: whatever a restart loses, the shards ask again for from
+//! their manifests. Requests queued before the bridge started are served, because every
+//! request is idempotent: an upload first asks the store whether an object with this exact key (which
 //! names the content's crc32c) is already there, a download writes to a temp file and renames,
 //! a delete of an absent object succeeds.
 
@@ -110,16 +110,10 @@ impl Worker {
                 return;
             }
         };
+        // Requests queued before this bridge started are served, not dropped: every request is
+        // idempotent, and dropping them would leave the shard waiting for its next rescan.
         let mut req = Consumer::new(req);
         let mut rep = Producer::new(rep);
-        let dropped = req.reset();
-        if dropped > 0 {
-            tracing::info!(
-                shard,
-                dropped,
-                "dropped requests queued before this bridge started; the shard asks again"
-            );
-        }
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         let mut pending_reply: Option<Message> = None;
         loop {

@@ -231,7 +231,11 @@ async fn apply(core: &Rc<ShardCore>, link: &Link, m: Message) {
                 crc32c: seg.crc32c,
                 etag,
             };
-            core.stats.borrow_mut().tier2_uploads += 1;
+            {
+                let mut st = core.stats.borrow_mut();
+                st.tier2_uploads += 1;
+                st.tier2_uploaded_bytes += size;
+            }
             crate::tiering::record_upload(core, &log, key.1, object).await
         }
         (Kind::Delete, Body::Done { .. }) => {

@@ -1,0 +1,228 @@
+//! The Tier2 scenario: does a bridge uploading at full speed slow the shards down?
+//!
+//! One run measures, against the same object store: (1) the store's own raw PUT rate (objects
+//! of Tier1-file size, `transfer.concurrency` at once), (2) append latency with a backlog of
+//! Tier1 segments and the bridge not running (idle), (3) the same with the bridge running and
+//! uploading that backlog meanwhile, and the rate at which it uploaded. Targets: (3)'s p99
+//! within 10 % of (2)'s; the upload rate is reported next to (1).
+
+use crate::report::Table;
+use crate::workload::{self, Mode, Producer, Size, Spec};
+use crate::Res;
+use aof_s3_bridge::config::Credentials;
+use aof_s3_bridge::worker::Worker;
+use aof_s3_bridge::{open_store, AnyStore, BridgeConfig, Metrics, ObjectStore};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Clone)]
+pub struct BridgeArgs {
+    /// Object store: `file://DIR` (default: a directory under --dir), or an S3 endpoint below.
+    #[arg(long)]
+    target: Option<String>,
+    /// S3 endpoint, e.g. http://127.0.0.1:7480 (`s3-bridge/scripts/rgw.sh start` prints it).
+    #[arg(long)]
+    endpoint: Option<String>,
+    #[arg(long, default_value = "aof-perf")]
+    bucket: String,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    #[arg(long, env = "AOF_S3_ACCESS_KEY")]
+    access_key: Option<String>,
+    #[arg(long, env = "AOF_S3_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// Seconds measured per run (after 0.5 s of warm-up).
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// MiB of compressed Tier1 segments waiting for upload when the runs start.
+    #[arg(long, default_value_t = 256)]
+    backlog_mib: u64,
+}
+
+fn config(a: &BridgeArgs, dir: &Path) -> BridgeConfig {
+    let mut cfg = BridgeConfig {
+        prefix: format!("perf-{}", std::process::id()),
+        metrics_addr: None,
+        ..Default::default()
+    };
+    match (&a.endpoint, &a.target) {
+        (Some(ep), _) => {
+            cfg.target = "s3".into();
+            cfg.s3.endpoint = Some(ep.clone());
+            cfg.s3.bucket = a.bucket.clone();
+            cfg.s3.region = a.region.clone();
+            if let (Some(k), Some(s)) = (&a.access_key, &a.secret_key) {
+                cfg.s3.credentials = Credentials::Static {
+                    access_key_id: k.clone(),
+                    secret_access_key: s.clone(),
+                    session_token: None,
+                };
+            }
+        }
+        (None, Some(t)) => cfg.target = t.clone(),
+        (None, None) => cfg.target = format!("file://{}", dir.join("tier2-store").display()),
+    }
+    cfg
+}
+
+/// The bridge on tokio threads of its own, serving one data directory until dropped.
+struct Running {
+    rt: tokio::runtime::Runtime,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = self.rt.block_on(t);
+        }
+    }
+}
+
+fn start(root: &Path, store: AnyStore, cfg: &BridgeConfig) -> Running {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let w = Worker::new(
+        root.to_path_buf(),
+        store,
+        cfg,
+        aof_engine::Tier2Config::default().ring_capacity,
+        Arc::new(Metrics::default()),
+    );
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = rt.spawn(w.run(rx));
+    Running {
+        rt,
+        stop,
+        task: Some(task),
+    }
+}
+
+/// Raw PUT rate of the store: `concurrency` uploads at once of an `object_bytes` file, for
+/// `secs`. Returns MB/s.
+async fn raw_put_rate(store: &AnyStore, dir: &Path, prefix: &str, concurrency: usize, secs: f64) -> Res<f64> {
+    let object_bytes = 8usize << 20;
+    let path = dir.join("raw-put.bin");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..object_bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&path, &data)?;
+    let crc = crc32c::crc32c(&data);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let (store, path, prefix) = (store.clone(), path.clone(), prefix.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let key = format!("{prefix}/raw/{t}-{n}");
+                store.put_file(&key, &path, crc).await?;
+                let _ = store.delete(&key).await;
+                n += 1;
+            }
+            Ok::<u64, aof_s3_bridge::StoreError>(n)
+        }));
+    }
+    let mut objects = 0;
+    for t in tasks {
+        objects += t.await??;
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(objects as f64 * object_bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
+}
+
+pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
+    let cfg = config(a, dir);
+    cfg.validate()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let store = rt.block_on(async {
+        let s = open_store(&cfg, Arc::new(Metrics::default())).await?;
+        if let AnyStore::S3(s3) = &s {
+            s3.ensure_bucket().await?;
+        }
+        Ok::<_, Box<dyn std::error::Error>>(s)
+    })?;
+    eprintln!("[1/3] raw PUT rate of {}", cfg.target);
+    let raw = rt.block_on(raw_put_rate(&store, dir, &cfg.prefix, cfg.transfer.concurrency, a.secs))?;
+    let spec = |label: &str| Spec {
+        label: label.into(),
+        shards: 1,
+        logs: 1,
+        size: Size { min: 1024, max: 1024 },
+        batch: 1,
+        mode: Mode::Synced,
+        producer: Producer::Shard,
+        concurrency: 16,
+        duration: Duration::from_secs_f64(a.secs),
+        warmup: Duration::from_millis(500),
+        rate: None,
+        busy_shards: false,
+        spin_before_park_us: 0,
+        backlog_mib: a.backlog_mib,
+        compress: true,
+        // Stored frames: the backlog uploads at its full size, so the upload rate means
+        // something (log-like records shrink ~13x with zstd).
+        compression: aof_engine::Profile::None,
+        backlog_compressed: true,
+        tier2: true,
+    };
+    eprintln!("[2/3] appends, bridge idle");
+    let idle = workload::run(dir, &spec("synced 1 KiB x16, Tier1 backlog, bridge idle"))?;
+    eprintln!("[3/3] appends, bridge uploading the backlog");
+    let (store2, cfg2) = (store.clone(), cfg.clone());
+    let busy = workload::run_with(dir, &spec("same, bridge uploading"), &move |root| {
+        Some(Box::new(start(root, store2.clone(), &cfg2)) as Box<dyn std::any::Any>)
+    })?;
+    let uploaded: u64 = busy.engine.iter().map(|s| s.tier2_uploaded_bytes).sum();
+    let run_secs = (busy.spec.duration + busy.spec.warmup).as_secs_f64();
+    let upload_rate = uploaded as f64 / run_secs / 1e6;
+    let mut t = Table::new(&["run", "rec/s", "p50 µs", "p99 µs", "p99.9 µs", "uploaded"]);
+    for (r, up) in [(&idle, 0u64), (&busy, uploaded)] {
+        t.row(vec![
+            r.spec.label.clone(),
+            format!("{:.0}", r.records_per_s),
+            format!("{:.0}", r.latency.p50_us),
+            format!("{:.0}", r.latency.p99_us),
+            format!("{:.0}", r.latency.p999_us),
+            format!("{:.0} MiB", up as f64 / (1 << 20) as f64),
+        ]);
+    }
+    let ratio = busy.latency.p99_us / idle.latency.p99_us;
+    let whole = uploaded >= (a.backlog_mib << 20) * 9 / 10;
+    let bound = if whole {
+        " (the whole backlog went up within the run, so this is a lower bound)"
+    } else {
+        ""
+    };
+    let md = format!(
+        "# aof-perf bridge ({})\n\n{}\nAppend p99 with the bridge uploading / idle: **{ratio:.2}** (goal ≤ 1.10, {}).\n\
+         Bridge upload rate during the run: **{upload_rate:.0} MB/s**{bound}; the store's raw PUT rate (8 MiB objects, \
+         {} at once) measured in this run: **{raw:.0} MB/s** (ratio {:.2}).\n",
+        cfg.target,
+        t.markdown(),
+        if ratio <= 1.10 { "met" } else { "missed" },
+        cfg.transfer.concurrency,
+        upload_rate / raw
+    );
+    print!("{md}");
+    std::fs::write(out.join("bridge.md"), &md)?;
+    let json = serde_json::json!({
+        "target": cfg.target, "raw_put_mb_per_s": raw, "upload_mb_per_s": upload_rate,
+        "p99_ratio": ratio, "idle": idle, "busy": busy,
+    });
+    std::fs::write(out.join("bridge.json"), serde_json::to_string_pretty(&json)?)?;
+    Ok(())
+}
