@@ -200,9 +200,9 @@ fn list_files(dir: &Path, log_id: u64, report: &mut RecoveryReport) -> Result<Li
         let e = e.map_err(io("list log directory", dir))?;
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
-        if name.ends_with(".tmp") {
-            // Spare segments, half-written Tier1 files and metadata: never hold acknowledged
-            // data under these names.
+        if name.ends_with(".tmp") || name.contains(".t1.range-") {
+            // Spare segments, half-written Tier1 files and metadata, bytes a ranged Tier2 read
+            // left behind: never the only copy of acknowledged data.
             std::fs::remove_file(&path).map_err(io("remove leftover", &path))?;
             report.notes.push(format!("removed leftover {name}"));
             continue;

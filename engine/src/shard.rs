@@ -355,6 +355,12 @@ impl ShardCore {
                     None => return r,
                 }
             };
+            if max_records <= 1 {
+                // A point read fetches just the frame that holds the record.
+                return Ok(vec![
+                    crate::tier2::link::read_remote(self, link, &log, base, offset).await?,
+                ]);
+            }
             crate::tier2::link::hydrate(self, link, &log, base, offset).await?;
             hydrated = true;
         }
@@ -494,6 +500,8 @@ pub struct ShardStats {
     pub tier2_ring_full: u64,
     pub tier2_uploads: u64,
     pub tier2_uploaded_bytes: u64,
+    /// Point reads served from Tier2 by a ranged read of one frame (no hydration).
+    pub tier2_range_reads: u64,
     pub tier2_hydrations: u64,
     pub tier2_failures: u64,
 }

@@ -363,17 +363,23 @@ pub async fn read_frame(file: &DmaFile, path: &Path, f: &FrameEntry, codec: Code
         .read_at(f.comp_pos, f.comp_len as usize)
         .await
         .map_err(|e| Error::glommio("read tier1 frame", path, e))?;
-    if r.len() != f.comp_len as usize {
+    decode_frame(&r, path, f, codec)
+}
+
+/// Checks and decodes the compressed bytes of frame `f` (from a local file or a ranged
+/// Tier2 read).
+pub fn decode_frame(comp: &[u8], path: &Path, f: &FrameEntry, codec: Codec) -> Result<Vec<u8>> {
+    if comp.len() != f.comp_len as usize {
         return Err(corrupt(path, f.comp_pos, "tier1 frame truncated".into()));
     }
-    if crc32c::crc32c(&r) != f.comp_crc {
+    if crc32c::crc32c(comp) != f.comp_crc {
         return Err(corrupt(path, f.comp_pos, "tier1 frame checksum mismatch".into()));
     }
     let raw = match codec {
-        Codec::Stored => r.to_vec(),
+        Codec::Stored => comp.to_vec(),
         Codec::Zstd => {
             let mut v = Vec::with_capacity(f.raw_len as usize);
-            zstd_safe::decompress(&mut v, &r).map_err(|code| {
+            zstd_safe::decompress(&mut v, comp).map_err(|code| {
                 corrupt(
                     path,
                     f.comp_pos,

@@ -343,6 +343,9 @@ async fn evict(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
         let old = std::mem::replace(&mut s.store, Store::Remote);
         (old, bytes, s.path.clone())
     };
+    if let (Some(link), Store::Tier1 { frames, codec, .. }) = (core.link.get(), &old) {
+        crate::tier2::link::keep_index(link, log.id, base, frames.clone(), *codec);
+    }
     core.hot.borrow_mut().forget_segment(log.id, base);
     core.tier1_bytes.set(core.tier1_bytes.get() - bytes);
     {

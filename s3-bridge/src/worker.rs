@@ -176,7 +176,8 @@ impl Worker {
         let id = m.id;
         let (seg, result) = match m.body {
             Body::Upload { seg, .. } => (seg, self.upload(shard, &seg).await),
-            Body::Download { seg, .. } => (seg, self.download(shard, &seg).await),
+            Body::Download { seg, range: None } => (seg, self.download(shard, &seg).await),
+            Body::Download { seg, range: Some(r) } => (seg, self.download_range(shard, &seg, r).await),
             Body::Delete { seg } => (seg, self.delete(&seg).await.map(|()| (0, String::new()))),
             other => {
                 tracing::warn!(?other, "a reply on the request ring");
@@ -250,9 +251,41 @@ impl Worker {
         Ok((meta.size, meta.etag.unwrap_or_default()))
     }
 
+    /// A byte range of the object (one frame, or the trailer and index, for a point read),
+    /// written to `range_path` for the shard, which verifies it against its own checksums.
+    async fn download_range(
+        &self,
+        shard: u32,
+        seg: &SegmentId,
+        r: std::ops::Range<u64>,
+    ) -> Result<(u64, String), StoreError> {
+        let key = seg.key(&self.prefix);
+        let bytes = self.store.get_range(&key, r.clone()).await?;
+        let dest = range_path(&tier1_path(&self.root, shard, seg), &r);
+        let mut tmp = dest.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let write = async {
+            tokio::fs::write(&tmp, &bytes).await?;
+            tokio::fs::rename(&tmp, &dest).await
+        };
+        write
+            .await
+            .map_err(|e| StoreError::local_io(crate::Op::Get, &key, "write", &dest, e))?;
+        Ok((bytes.len() as u64, String::new()))
+    }
+
     async fn delete(&self, seg: &SegmentId) -> Result<(), StoreError> {
         self.store.delete(&seg.key(&self.prefix)).await
     }
+}
+
+/// Where the bytes of a ranged download go: next to the segment's Tier1 path, named by the
+/// range (`<id>-<base>.t1.range-<start>-<end>`). The shard reads and removes it.
+pub fn range_path(tier1: &Path, r: &std::ops::Range<u64>) -> PathBuf {
+    let mut name = tier1.as_os_str().to_owned();
+    name.push(format!(".range-{}-{}", r.start, r.end));
+    PathBuf::from(name)
 }
 
 /// The shard indexes of `root/shard-NNN` directories.

@@ -39,7 +39,14 @@ fn engine_round_trip_through_real_s3() {
         assert_eq!(meta.size, o.size);
         assert!(!o.etag.is_empty());
     }
-    // Evicted segments come back from S3 on read, byte-identical.
+    // A point read of an evicted segment is one ranged GET of its frame.
+    point_reads_of_evicted(&h, "s");
+    // After a restart the frame index is read back from the object (header, trailer, index).
+    e.close().unwrap();
+    let e = Engine::open(engine_config(&root)).unwrap();
+    let h = e.handle();
+    point_reads_of_evicted(&h, "s");
+    // Scans bring evicted segments back from S3, byte-identical.
     verify_all(&h, "s", 0..n);
     assert!(h.stats(0).wait_timeout(T).unwrap().tier2_hydrations >= 1);
     // Retention deletes reach S3.

@@ -44,7 +44,9 @@ fn upload_evict_hydrate_and_retention_through_the_bridge() {
         assert!(objs.iter().any(|o| o.ends_with(key.as_str())), "{key} not in {objs:?}");
         assert!(key.ends_with(&format!("-{:08x}.t1", s.tier1_crc.unwrap())));
     }
-    // Reads of evicted segments hydrate them through the bridge, byte-identical.
+    // A point read of an evicted segment fetches one frame by a ranged read: no hydration.
+    point_reads_of_evicted(&h, "x");
+    // Scans of evicted segments hydrate them through the bridge, byte-identical.
     verify_all(&h, "x", 0..n);
     let st = h.stats(0).wait_timeout(T).unwrap();
     assert!(st.tier2_hydrations >= 1, "{st:?}");

@@ -13,6 +13,7 @@ use crate::config::Tier2Config;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::format::manifest::{ObjectRef, Record, Residency, Upload};
+use crate::format::tier1::{Codec, FrameEntry};
 use crate::log::Log;
 use crate::segment::{SealedSegment, Store};
 use crate::shard::ShardCore;
@@ -37,6 +38,8 @@ enum Kind {
     Upload,
     Download,
     Delete,
+    /// A byte range of an object, for a point read.
+    Range,
 }
 
 /// How a hydration ended, for the reads waiting on it.
@@ -57,6 +60,10 @@ pub struct Link {
     /// does not flood the ring and an unanswered request is forgotten when asked again.
     asked: RefCell<HashMap<(SegKey, Kind), (Instant, u64)>>,
     hydrations: RefCell<HashMap<SegKey, Hydration>>,
+    /// Ranged reads in flight: request id → `None` while pending, then the outcome.
+    ranges: RefCell<HashMap<u64, Option<std::result::Result<(), String>>>>,
+    /// Frame indexes of segments that live only in Tier2, for point reads.
+    remote_index: RefCell<HashMap<SegKey, (Rc<Vec<FrameEntry>>, Codec)>>,
     /// A reply was applied (hydration waiters re-check).
     pub answered: Event,
     pub wake: Event,
@@ -81,6 +88,8 @@ impl Link {
             inflight: RefCell::new(HashMap::new()),
             asked: RefCell::new(HashMap::new()),
             hydrations: RefCell::new(HashMap::new()),
+            ranges: RefCell::new(HashMap::new()),
+            remote_index: RefCell::new(HashMap::new()),
             answered: Event::default(),
             wake: Event::default(),
         })
@@ -88,6 +97,11 @@ impl Link {
 
     /// Sends a request; `false` if the ring is full (asked again at the next rescan).
     fn ask(&self, core: &ShardCore, seg: SegmentId, kind: Kind, body: Body) -> bool {
+        self.send(core, seg, kind, body).is_some()
+    }
+
+    /// Sends a request and returns its id; `None` if the ring is full.
+    fn send(&self, core: &ShardCore, seg: SegmentId, kind: Kind, body: Body) -> Option<u64> {
         let id = self.next_id.get();
         let m = Message { id, body };
         match self.req.borrow_mut().push(&m) {
@@ -96,19 +110,22 @@ impl Link {
                 let key = (seg.log_id, seg.base);
                 let mut inflight = self.inflight.borrow_mut();
                 inflight.insert(id, (key, kind));
-                if let Some((_, old)) = self.asked.borrow_mut().insert((key, kind), (Instant::now(), id)) {
-                    inflight.remove(&old);
+                // Ranged reads are many per segment and each waits for its own answer.
+                if kind != Kind::Range {
+                    if let Some((_, old)) = self.asked.borrow_mut().insert((key, kind), (Instant::now(), id)) {
+                        inflight.remove(&old);
+                    }
                 }
                 core.stats.borrow_mut().tier2_requests += 1;
-                true
+                Some(id)
             }
             Ok(Err(_full)) => {
                 core.stats.borrow_mut().tier2_ring_full += 1;
-                false
+                None
             }
             Err(e) => {
                 tracing::warn!(shard = core.id, error = %e, "Tier2 request ring refused a message");
-                false
+                None
             }
         }
     }
@@ -220,6 +237,17 @@ async fn apply(core: &Rc<ShardCore>, link: &Link, m: Message) {
         // An answer to a request from before a restart: the manifest rescan covers it.
         return;
     };
+    if kind == Kind::Range {
+        let outcome = match m.body {
+            Body::Done { .. } => Ok(()),
+            Body::Failed { kind, retryable, .. } => Err(format!("{kind} (retryable: {retryable})")),
+            other => Err(format!("unexpected reply {other:?}")),
+        };
+        if let Some(slot) = link.ranges.borrow_mut().get_mut(&m.id) {
+            *slot = Some(outcome);
+        }
+        return;
+    }
     let Some(log) = log_by_id(core, key.0) else {
         return;
     };
@@ -424,4 +452,174 @@ pub async fn hydrate(core: &Rc<ShardCore>, link: &Rc<Link>, log: &Rc<Log>, base:
         }
     }
     waited
+}
+
+/// Bytes `range` of a Tier2 object, through the bridge (which writes them next to the
+/// segment's Tier1 path for this shard to pick up).
+async fn fetch_range(
+    core: &Rc<ShardCore>,
+    link: &Link,
+    log: &Log,
+    seg: SegmentId,
+    range: std::ops::Range<u64>,
+    offset: u64,
+) -> Result<Vec<u8>> {
+    let unavailable = |detail: String| Error::Tier2Unavailable {
+        log: log.name.clone(),
+        offset,
+        detail,
+    };
+    let Some(id) = link.send(
+        core,
+        seg,
+        Kind::Range,
+        Body::Download {
+            seg,
+            range: Some(range.clone()),
+        },
+    ) else {
+        return Err(unavailable("the request ring to the bridge is full".into()));
+    };
+    link.ranges.borrow_mut().insert(id, None);
+    link.wake.notify_all();
+    let outcome = future::or(
+        async {
+            link.answered
+                .wait_for(|| {
+                    if core.closing.get() {
+                        return Some(Err("the engine is shutting down".to_string()));
+                    }
+                    link.ranges.borrow().get(&id).cloned().flatten()
+                })
+                .await
+        },
+        async {
+            Timer::new(link.cfg.read_timeout).await;
+            Err(format!("no answer from the bridge within {:?}", link.cfg.read_timeout))
+        },
+    )
+    .await;
+    link.ranges.borrow_mut().remove(&id);
+    outcome.map_err(&unavailable)?;
+    let tier1 = log.dir.join(crate::format::tier1::file_name(seg.log_id, seg.base));
+    let mut name = tier1.into_os_string();
+    name.push(format!(".range-{}-{}", range.start, range.end));
+    let path = std::path::PathBuf::from(name);
+    let f = glommio::io::BufferedFile::open(&path)
+        .await
+        .map_err(|e| Error::glommio("open ranged read", &path, e))?;
+    let len = range.end - range.start;
+    let bytes = f
+        .read_at(0, len as usize)
+        .await
+        .map_err(|e| Error::glommio("read ranged read", &path, e))?
+        .to_vec();
+    let _ = f.close().await;
+    let _ = crate::fsops::remove(&path).await;
+    core.stats.borrow_mut().tier2_range_reads += 1;
+    Ok(bytes)
+}
+
+/// The frame index of a Tier2-only segment: kept from its eviction, or read from the object's
+/// header, trailer and index with three ranged reads.
+async fn remote_index(
+    core: &Rc<ShardCore>,
+    link: &Link,
+    log: &Log,
+    base: u64,
+    offset: u64,
+) -> Result<(Rc<Vec<FrameEntry>>, Codec)> {
+    use crate::format::tier1 as fmt;
+    if let Some(v) = link.remote_index.borrow().get(&(log.id, base)) {
+        return Ok(v.clone());
+    }
+    let (crc, size) = {
+        let st = core.manifest().state();
+        match st.segments.get(&(log.id, base)).map(|e| (e.tier1_crc, &e.upload)) {
+            Some((crc, Upload::Done(o))) => (crc, o.size),
+            _ => {
+                return Err(Error::NotLocal {
+                    log: log.name.clone(),
+                    offset,
+                })
+            }
+        }
+    };
+    let seg = SegmentId {
+        log_id: log.id,
+        base,
+        crc32c: crc,
+    };
+    let corrupt = |d: &str| Error::Corruption {
+        path: log.dir.join(seg.to_string()),
+        pos: 0,
+        detail: format!("Tier2 object: {d}"),
+    };
+    let too_small = (fmt::HEADER_USED_BYTES + fmt::TRAILER_BYTES) as u64;
+    if size < too_small {
+        return Err(corrupt("smaller than a header and a trailer"));
+    }
+    let h = fetch_range(core, link, log, seg, 0..fmt::HEADER_USED_BYTES as u64, offset).await?;
+    let header = fmt::Header::decode(&h).map_err(corrupt)?;
+    let tr = fetch_range(core, link, log, seg, size - fmt::TRAILER_BYTES as u64..size, offset).await?;
+    let t = fmt::decode_trailer(&tr, size).map_err(corrupt)?;
+    let index_end = t.index_pos + t.frame_count as u64 * fmt::FRAME_ENTRY_BYTES as u64;
+    let ib = fetch_range(core, link, log, seg, t.index_pos..index_end, offset).await?;
+    let frames = Rc::new(fmt::decode_index(&ib, &t, header.data_end).map_err(corrupt)?);
+    let v = (frames, header.codec);
+    link.remote_index.borrow_mut().insert((log.id, base), v.clone());
+    Ok(v)
+}
+
+/// Remembers a segment's frame index as it is evicted, so point reads need no index fetch.
+pub fn keep_index(link: &Link, log_id: u64, base: u64, frames: Rc<Vec<FrameEntry>>, codec: Codec) {
+    link.remote_index.borrow_mut().insert((log_id, base), (frames, codec));
+}
+
+/// A point read of one record of a Tier2-only segment: one ranged read of the frame that
+/// holds it (plus the index, the first time), checked and decoded here.
+pub async fn read_remote(
+    core: &Rc<ShardCore>,
+    link: &Rc<Link>,
+    log: &Rc<Log>,
+    base: u64,
+    offset: u64,
+) -> Result<crate::record::Record> {
+    let (frames, codec) = remote_index(core, link, log, base, offset).await?;
+    let crc = core
+        .manifest()
+        .state()
+        .segments
+        .get(&(log.id, base))
+        .map_or(0, |e| e.tier1_crc);
+    let seg = SegmentId {
+        log_id: log.id,
+        base,
+        crc32c: crc,
+    };
+    let path = log.dir.join(seg.to_string());
+    let i = frames.partition_point(|f| f.first_offset <= offset);
+    let f = *i
+        .checked_sub(1)
+        .map(|k| &frames[k])
+        .filter(|f| offset < f.first_offset + f.records as u64)
+        .ok_or(Error::NotLocal {
+            log: log.name.clone(),
+            offset,
+        })?;
+    let comp = fetch_range(core, link, log, seg, f.comp_pos..f.comp_pos + f.comp_len as u64, offset).await?;
+    let raw = crate::tier1::decode_frame(&comp, &path, &f, codec)?;
+    let ceiling = crate::limits::RECORD_BYTES_CEILING;
+    let mut pos = 0usize;
+    for _ in f.first_offset..offset {
+        let len = crate::segment::skip_len(&raw[pos..], ceiling).ok_or_else(|| Error::Corruption {
+            path: path.clone(),
+            pos: f.raw_pos + pos as u64,
+            detail: "bad frame header in a Tier2 frame".into(),
+        })?;
+        pos += len as usize;
+    }
+    let len = crate::segment::skip_len(&raw[pos..], ceiling).unwrap_or(0) as usize;
+    let end = (pos + len).min(raw.len());
+    crate::segment::decode_record(&raw[pos..end], offset, ceiling, &path, f.raw_pos + pos as u64)
 }

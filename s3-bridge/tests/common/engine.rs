@@ -175,3 +175,42 @@ pub fn objects(dir: &Path) -> Vec<String> {
     go(dir, &mut v);
     v
 }
+
+/// Point reads of records of every Tier2-only segment: each is served by a ranged read of one
+/// frame, and the segment stays Tier2-only (nothing is hydrated).
+pub fn point_reads_of_evicted(h: &aof_engine::Handle, log: &str) {
+    let before = h.stats(0).wait_timeout(T).unwrap();
+    let evicted: Vec<(u64, u64)> = h
+        .segments(log)
+        .wait_timeout(T)
+        .unwrap()
+        .iter()
+        .filter(|s| s.state == SegmentState::Tier2Only)
+        .map(|s| (s.base_offset, s.next_offset))
+        .collect();
+    assert!(!evicted.is_empty());
+    for &(b, e) in &evicted {
+        for o in [b, (b + e) / 2, e - 1] {
+            let r = h
+                .read(log, o)
+                .wait_timeout(T)
+                .unwrap_or_else(|err| panic!("read {o}: {err}"));
+            assert_eq!(r.offset, o);
+            assert_eq!(r.payload, body(o), "record {o}");
+        }
+    }
+    let after = h.stats(0).wait_timeout(T).unwrap();
+    assert_eq!(
+        after.tier2_hydrations, before.tier2_hydrations,
+        "a point read hydrated a segment"
+    );
+    assert!(after.tier2_range_reads >= before.tier2_range_reads + 3 * evicted.len() as u64);
+    let still = h
+        .segments(log)
+        .wait_timeout(T)
+        .unwrap()
+        .iter()
+        .filter(|s| s.state == SegmentState::Tier2Only)
+        .count();
+    assert_eq!(still, evicted.len());
+}
