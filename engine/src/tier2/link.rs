@@ -32,6 +32,8 @@ const POLL_IDLE: Duration = Duration::from_millis(50);
 
 /// A segment: `(log_id, base offset)`.
 type SegKey = (u64, u64);
+/// A Tier1 file's frame index and codec.
+type FrameIndex = (Rc<Vec<FrameEntry>>, Codec);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
@@ -63,7 +65,7 @@ pub struct Link {
     /// Ranged reads in flight: request id → `None` while pending, then the outcome.
     ranges: RefCell<HashMap<u64, Option<std::result::Result<(), String>>>>,
     /// Frame indexes of segments that live only in Tier2, for point reads.
-    remote_index: RefCell<HashMap<SegKey, (Rc<Vec<FrameEntry>>, Codec)>>,
+    remote_index: RefCell<HashMap<SegKey, FrameIndex>>,
     /// A reply was applied (hydration waiters re-check).
     pub answered: Event,
     pub wake: Event,
@@ -522,13 +524,7 @@ async fn fetch_range(
 
 /// The frame index of a Tier2-only segment: kept from its eviction, or read from the object's
 /// header, trailer and index with three ranged reads.
-async fn remote_index(
-    core: &Rc<ShardCore>,
-    link: &Link,
-    log: &Log,
-    base: u64,
-    offset: u64,
-) -> Result<(Rc<Vec<FrameEntry>>, Codec)> {
+async fn remote_index(core: &Rc<ShardCore>, link: &Link, log: &Log, base: u64, offset: u64) -> Result<FrameIndex> {
     use crate::format::tier1 as fmt;
     if let Some(v) = link.remote_index.borrow().get(&(log.id, base)) {
         return Ok(v.clone());
