@@ -105,6 +105,17 @@ impl LogInner {
         self.rolled.iter().find(|s| s.base_offset == base)
     }
 
+    /// The sealed segment with base `base`.
+    pub fn sealed_segment(&self, base: u64) -> Option<&SealedSegment> {
+        let at = self.sealed.partition_point(|s| s.base_offset < base);
+        self.sealed.get(at).filter(|s| s.base_offset == base)
+    }
+
+    pub fn sealed_segment_mut(&mut self, base: u64) -> Option<&mut SealedSegment> {
+        let at = self.sealed.partition_point(|s| s.base_offset < base);
+        self.sealed.get_mut(at).filter(|s| s.base_offset == base)
+    }
+
     /// Swaps the spare file in as the new active segment. The old one is sealed by the
     /// flusher. Returns false if no spare is ready.
     pub fn roll(&mut self, log_id: u64, dir: &std::path::Path, segment_size: u64, index_interval: u64) -> bool {

@@ -121,7 +121,7 @@ impl Manifest {
                 len
             }
             None => {
-                write_whole(dir, LOG_FILE, &encode_file_header(LOG_MAGIC, generation))?;
+                crate::recovery::write_file_atomic(dir, LOG_FILE, &encode_file_header(LOG_MAGIC, generation))?;
                 FILE_HEADER_BYTES as u64
             }
         };
@@ -279,18 +279,6 @@ async fn write_all(f: &BufferedFile, mut bytes: Vec<u8>, mut pos: u64, path: &Pa
         pos += n as u64;
     }
     Ok(())
-}
-
-/// Replaces `dir/name` with `bytes` crash-safely (blocking; start-up only).
-fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let dst = dir.join(name);
-    let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-    f.write_all(bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    std::fs::rename(&tmp, &dst).map_err(io("rename", &dst))?;
-    crate::recovery::sync_dir(dir)
 }
 
 /// Replaces `dir/name` with `bytes` crash-safely through the shard's io_uring: temp file,

@@ -66,13 +66,19 @@ pub fn read_meta(dir: &Path) -> Result<LogMeta> {
     })
 }
 
-/// Writes `log.meta` crash-safely: temp file, fsync, rename, directory fsync.
+/// Writes `log.meta` crash-safely.
 pub fn write_meta(dir: &Path, meta: &LogMeta) -> Result<()> {
+    write_file_atomic(dir, logmeta::FILE_NAME, &meta.encode())
+}
+
+/// Replaces `dir/name` with `bytes` crash-safely with blocking calls (start-up and log
+/// creation only): `name.tmp`, fsync, rename, directory fsync.
+pub fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let tmp = dir.join("log.meta.tmp");
-    let dst = dir.join(logmeta::FILE_NAME);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(name);
     let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-    f.write_all(&meta.encode()).map_err(io("write", &tmp))?;
+    f.write_all(bytes).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
     std::fs::rename(&tmp, &dst).map_err(io("rename", &dst))?;
     sync_dir(dir)

@@ -146,6 +146,26 @@ impl SealedSegment {
             .collect()
     }
 
+    /// Makes a Tier1 file the segment's local copy (after compression or hydration). Returns
+    /// the store it replaces and that store's local bytes.
+    pub fn set_tier1(
+        &mut self,
+        path: PathBuf,
+        file: Rc<DmaFile>,
+        frames: Vec<FrameEntry>,
+        codec: Codec,
+        file_len: u64,
+    ) -> (Store, u64) {
+        self.index = Self::frame_index(&frames);
+        self.path = path;
+        let old_bytes = std::mem::replace(&mut self.local_bytes, file_len);
+        let frames = Rc::new(frames);
+        (
+            std::mem::replace(&mut self.store, Store::Tier1 { file, frames, codec }),
+            old_bytes,
+        )
+    }
+
     /// Bytes of records (frames with padding) the segment holds.
     pub fn record_bytes(&self) -> u64 {
         self.data_end.saturating_sub(crate::limits::BLOCK_SIZE)

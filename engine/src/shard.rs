@@ -281,7 +281,7 @@ impl ShardCore {
         // delete without ever colliding with the files of an earlier log.
         let meta = loop {
             let id = random_u64();
-            let dir = self.dir.join(format!("log-{id:016x}"));
+            let dir = self.dir.join(crate::format::logmeta::dir_name(id));
             if !dir.exists() {
                 break LogMeta {
                     log_id: id,
@@ -290,7 +290,7 @@ impl ShardCore {
                 };
             }
         };
-        let dir = self.dir.join(format!("log-{:016x}", meta.log_id));
+        let dir = self.dir.join(crate::format::logmeta::dir_name(meta.log_id));
         let log = recovery::create_log(&self.config, dir.clone(), &meta).await;
         let log = match log {
             Ok(l) => l,

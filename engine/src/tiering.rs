@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::manifest::{ObjectRef, Record, Upload};
 use crate::fsops;
 use crate::log::Log;
-use crate::segment::{SealedSegment, Store};
+use crate::segment::Store;
 use crate::shard::ShardCore;
 use crate::tier1;
 use futures_lite::future;
@@ -70,10 +70,8 @@ pub async fn housekeeping(core: &Rc<ShardCore>) {
     enforce_budget(core).await;
 }
 
-fn find(log: &Log, base: u64) -> Option<usize> {
-    let i = log.inner.borrow();
-    let at = i.sealed.partition_point(|s| s.base_offset < base);
-    (i.sealed.get(at)?.base_offset == base).then_some(at)
+fn is_sealed(log: &Log, base: u64) -> bool {
+    log.inner.borrow().sealed_segment(base).is_some()
 }
 
 /// Records a sealed segment in the manifest (if it is not yet) and recompresses it.
@@ -85,10 +83,9 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
     }
     let src = {
         let i = log.inner.borrow();
-        let Some(at) = find(log, base) else {
+        let Some(s) = i.sealed_segment(base) else {
             return Ok(());
         };
-        let s = &i.sealed[at];
         match &s.store {
             Store::Raw(f) => (f.clone(), s.path.clone(), s.next_offset, s.data_end, s.data_crc),
             _ => return Ok(()),
@@ -133,29 +130,15 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         let _ = fsops::remove(&c.path).await;
         return Err(e);
     }
-    if find(log, base).is_none() {
+    let old = log
+        .inner
+        .borrow_mut()
+        .sealed_segment_mut(base)
+        .map(|s| s.set_tier1(c.path.clone(), c.file.clone(), c.frames, c.codec, c.file_len));
+    let Some(old) = old else {
         // Retention removed it while it was being compressed.
         let _ = fsops::remove(&c.path).await;
         return Ok(());
-    }
-    let old = {
-        let mut i = log.inner.borrow_mut();
-        let at = i.sealed.partition_point(|s| s.base_offset < base);
-        let s = &mut i.sealed[at];
-        debug_assert_eq!(s.base_offset, base, "checked just above, with no await since");
-        let old_bytes = s.local_bytes;
-        s.index = SealedSegment::frame_index(&c.frames);
-        s.local_bytes = c.file_len;
-        s.path = c.path.clone();
-        let old = std::mem::replace(
-            &mut s.store,
-            Store::Tier1 {
-                file: c.file.clone(),
-                frames: Rc::new(c.frames),
-                codec: c.codec,
-            },
-        );
-        (old, old_bytes)
     };
     core.tier1_bytes.set(core.tier1_bytes.get() - old.1 + c.file_len);
     {
@@ -333,8 +316,7 @@ async fn evict(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
     m.append(&[Record::Evicted { log_id: log.id, base }]).await?;
     let (old, bytes, path) = {
         let mut i = log.inner.borrow_mut();
-        let at = i.sealed.partition_point(|s| s.base_offset < base);
-        let Some(s) = i.sealed.get_mut(at).filter(|s| s.base_offset == base) else {
+        let Some(s) = i.sealed_segment_mut(base) else {
             return Ok(());
         };
         let bytes = s.local_bytes;
@@ -358,7 +340,7 @@ async fn evict(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
 
 /// Records that Tier2 holds a copy of a sealed segment (the bridge's confirmation).
 pub async fn record_upload(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64, object: ObjectRef) -> Result<()> {
-    if find(log, base).is_none() {
+    if !is_sealed(log, base) {
         return Err(Error::UnknownSegment {
             log: log.name.clone(),
             base,
@@ -384,10 +366,9 @@ async fn ensure_recorded(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Resu
     }
     let rec = {
         let i = log.inner.borrow();
-        let Some(at) = find(log, base) else {
+        let Some(s) = i.sealed_segment(base) else {
             return Ok(());
         };
-        let s = &i.sealed[at];
         Record::Sealed {
             log_id: log.id,
             base,

@@ -47,11 +47,9 @@ fn queue_of(b: &Body) -> Option<(usize, Queue)> {
     }
 }
 
-/// Where the engine keeps the Tier1 file of a segment (`docs/format.md`).
-pub fn tier1_path(root: &Path, shard: u32, seg: &SegmentId) -> PathBuf {
-    root.join(format!("shard-{shard:03}"))
-        .join(format!("log-{:016x}", seg.log_id))
-        .join(format!("{:016x}-{:020}.t1", seg.log_id, seg.base))
+/// The Tier1 file of `seg` on shard `shard` (the engine's naming, from the engine).
+fn tier1_path(root: &Path, shard: u32, seg: &SegmentId) -> PathBuf {
+    aof_engine::tier2::tier1_path(root, shard as usize, seg.log_id, seg.base)
 }
 
 impl Worker {
@@ -261,7 +259,7 @@ impl Worker {
     ) -> Result<(u64, String), StoreError> {
         let key = seg.key(&self.prefix);
         let bytes = self.store.get_range(&key, r.clone()).await?;
-        let dest = range_path(&tier1_path(&self.root, shard, seg), &r);
+        let dest = aof_engine::tier2::range_path(&tier1_path(&self.root, shard, seg), &r);
         let mut tmp = dest.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -278,14 +276,6 @@ impl Worker {
     async fn delete(&self, seg: &SegmentId) -> Result<(), StoreError> {
         self.store.delete(&seg.key(&self.prefix)).await
     }
-}
-
-/// Where the bytes of a ranged download go: next to the segment's Tier1 path, named by the
-/// range (`<id>-<base>.t1.range-<start>-<end>`). The shard reads and removes it.
-pub fn range_path(tier1: &Path, r: &std::ops::Range<u64>) -> PathBuf {
-    let mut name = tier1.as_os_str().to_owned();
-    name.push(format!(".range-{}-{}", r.start, r.end));
-    PathBuf::from(name)
 }
 
 /// The shard indexes of `root/shard-NNN` directories.

@@ -12,6 +12,11 @@ pub const MAGIC: [u8; 8] = *b"AOFLOGM\x01";
 pub const VERSION: u32 = 1;
 pub const FILE_NAME: &str = "log.meta";
 
+/// A log's directory inside its shard directory: named by its persistent id.
+pub fn dir_name(log_id: u64) -> String {
+    format!("log-{log_id:016x}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogMeta {
     pub log_id: u64,

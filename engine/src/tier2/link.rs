@@ -15,7 +15,6 @@ use crate::event::Event;
 use crate::format::manifest::{ObjectRef, Record, Residency, Upload};
 use crate::format::tier1::{Codec, FrameEntry};
 use crate::log::Log;
-use crate::segment::{SealedSegment, Store};
 use crate::shard::ShardCore;
 use crate::tier2::keys::SegmentId;
 use crate::tier2::ring::{open_ring, Body, Consumer, Direction, Message, Producer};
@@ -352,22 +351,15 @@ async fn finish_hydration(core: &Rc<ShardCore>, link: &Link, log: &Rc<Log>, base
             .await
             .map_err(|e| Error::glommio("open hydrated segment", &path, e))?,
     );
-    {
-        let mut i = log.inner.borrow_mut();
-        let at = i.sealed.partition_point(|s| s.base_offset < base);
-        if let Some(s) = i.sealed.get_mut(at).filter(|s| s.base_offset == base) {
-            s.index = SealedSegment::frame_index(&loaded.frames);
-            s.local_bytes = loaded.file_len;
-            s.path = path;
-            s.last_read.set(core.tick());
-            s.store = Store::Tier1 {
-                file,
-                frames: Rc::new(loaded.frames),
-                codec: loaded.header.codec,
-            };
-        }
+    let placed = log.inner.borrow_mut().sealed_segment_mut(base).map(|s| {
+        s.last_read.set(core.tick());
+        s.set_tier1(path, file, loaded.frames, loaded.header.codec, loaded.file_len)
+    });
+    if let Some((_, old_bytes)) = placed {
+        debug_assert_eq!(old_bytes, 0, "hydrated a segment that was still local");
+        core.tier1_bytes
+            .set(core.tier1_bytes.get() - old_bytes + loaded.file_len);
     }
-    core.tier1_bytes.set(core.tier1_bytes.get() + loaded.file_len);
     core.stats.borrow_mut().tier2_hydrations += 1;
     link.hydrations.borrow_mut().remove(&(log.id, base));
     crate::tiering::enforce_budget(core).await;
@@ -504,9 +496,7 @@ async fn fetch_range(
     link.ranges.borrow_mut().remove(&id);
     outcome.map_err(&unavailable)?;
     let tier1 = log.dir.join(crate::format::tier1::file_name(seg.log_id, seg.base));
-    let mut name = tier1.into_os_string();
-    name.push(format!(".range-{}-{}", range.start, range.end));
-    let path = std::path::PathBuf::from(name);
+    let path = crate::tier2::range_path(&tier1, &range);
     let f = glommio::io::BufferedFile::open(&path)
         .await
         .map_err(|e| Error::glommio("open ranged read", &path, e))?;

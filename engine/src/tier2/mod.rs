@@ -15,3 +15,21 @@ pub mod failure;
 pub mod keys;
 pub(crate) mod link;
 pub mod ring;
+
+use std::path::{Path, PathBuf};
+
+/// Where a shard keeps the Tier1 file of segment `base` of log `log_id` under the data
+/// directory `root` (`docs/format.md`): the file the bridge uploads and hydrates into.
+pub fn tier1_path(root: &Path, shard: usize, log_id: u64, base: u64) -> PathBuf {
+    root.join(crate::shard::shard_dir_name(shard))
+        .join(crate::format::logmeta::dir_name(log_id))
+        .join(crate::format::tier1::file_name(log_id, base))
+}
+
+/// Where the bytes of a ranged download land for the shard to pick up: beside the segment's
+/// Tier1 path, named by the range (`<name>.t1.range-<start>-<end>`).
+pub fn range_path(tier1: &Path, r: &std::ops::Range<u64>) -> PathBuf {
+    let mut name = tier1.as_os_str().to_owned();
+    name.push(format!(".range-{}-{}", r.start, r.end));
+    PathBuf::from(name)
+}
