@@ -68,14 +68,7 @@ fn engine_killed_during_uploads() {
     let h = e.handle();
     let next = h.offsets("k").wait_timeout(T).unwrap().1;
     assert!(next >= acked, "recovered to {next}, but {acked} were acknowledged");
-    eventually("uploads after the kills", || {
-        h.segments("k")
-            .wait()
-            .unwrap()
-            .iter()
-            .filter(|s| matches!(s.state, SegmentState::Tier1 | SegmentState::Tier2Only))
-            .all(|s| s.uploaded.is_some())
-    });
+    wait_all_uploaded(&h, "k");
     h.housekeeping(0).wait_timeout(T).unwrap();
     let evicted = h
         .segments("k")

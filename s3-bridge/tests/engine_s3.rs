@@ -19,14 +19,7 @@ fn engine_round_trip_through_real_s3() {
     let h = e.handle();
     h.create_log("s").wait_timeout(T).unwrap();
     let n = fill(&h, "s", 0, 8);
-    eventually("uploads", || {
-        h.segments("s")
-            .wait()
-            .unwrap()
-            .iter()
-            .filter(|s| matches!(s.state, SegmentState::Tier1 | SegmentState::Tier2Only))
-            .all(|s| s.uploaded.is_some())
-    });
+    wait_all_uploaded(&h, "s");
     h.housekeeping(0).wait_timeout(T).unwrap();
     let segs = h.segments("s").wait_timeout(T).unwrap();
     assert!(segs.iter().any(|s| s.state == SegmentState::Tier2Only), "{segs:?}");
@@ -132,14 +125,7 @@ fn bridge_process_killed_and_restarted() {
         bridge.wait().unwrap();
         bridge = spawn();
     }
-    eventually("all uploaded after the kills", || {
-        h.segments("k")
-            .wait()
-            .unwrap()
-            .iter()
-            .filter(|s| matches!(s.state, SegmentState::Tier1 | SegmentState::Tier2Only))
-            .all(|s| s.uploaded.is_some())
-    });
+    wait_all_uploaded(&h, "k");
     let segs = h.segments("k").wait_timeout(T).unwrap();
     let keys = rt.block_on(s3_keys(&s3, &bcfg.s3.bucket, &bcfg.prefix));
     let uploaded: Vec<String> = segs

@@ -21,12 +21,7 @@ fn upload_evict_hydrate_and_retention_through_the_bridge() {
     h.create_log("x").wait_timeout(T).unwrap();
     let n = fill(&h, "x", 0, 10);
     // Every sealed segment ends up in Tier2; the budget then evicts the least recently read.
-    eventually("uploads", || {
-        let segs = h.segments("x").wait().unwrap();
-        segs.iter()
-            .filter(|s| matches!(s.state, SegmentState::Tier1 | SegmentState::Tier2Only))
-            .all(|s| s.uploaded.is_some())
-    });
+    wait_all_uploaded(&h, "x");
     h.housekeeping(0).wait_timeout(T).unwrap();
     let segs = h.segments("x").wait_timeout(T).unwrap();
     let evicted: Vec<u64> = segs
@@ -113,14 +108,7 @@ fn a_restarted_bridge_and_a_restarted_engine_resume_from_the_manifest() {
     let (store, bcfg) = file_store(&store_dir);
     let bridge = Bridge::start(&root, store, &bcfg);
     let n = fill(&h, "r", i, 12);
-    eventually("all uploaded", || {
-        h.segments("r")
-            .wait()
-            .unwrap()
-            .iter()
-            .filter(|s| matches!(s.state, SegmentState::Tier1 | SegmentState::Tier2Only))
-            .all(|s| s.uploaded.is_some())
-    });
+    wait_all_uploaded(&h, "r");
     let segs = h.segments("r").wait_timeout(T).unwrap();
     let objs = objects(&store_dir);
     let uploaded = segs.iter().filter(|s| s.uploaded.is_some()).count();

@@ -217,3 +217,15 @@ pub fn point_reads_of_evicted(h: &aof_engine::Handle, log: &str) {
         .count();
     assert_eq!(still, evicted.len());
 }
+
+/// Waits until every sealed segment of `log` in Tier1 (or beyond) is confirmed in Tier2.
+pub fn wait_all_uploaded(h: &aof_engine::Handle, log: &str) {
+    eventually(&format!("every sealed segment of {log} uploaded"), || {
+        h.segments(log)
+            .wait()
+            .unwrap()
+            .iter()
+            .filter(|s| matches!(s.state, SegmentState::Tier1 | SegmentState::Tier2Only))
+            .all(|s| s.uploaded.is_some())
+    });
+}
