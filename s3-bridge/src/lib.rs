@@ -24,6 +24,7 @@ pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod pace;
 pub mod retry;
 pub mod server;
 pub mod store;
@@ -48,7 +49,9 @@ use std::sync::Arc;
 pub async fn open_store(cfg: &BridgeConfig, metrics: Arc<Metrics>) -> Result<AnyStore, ConfigError> {
     cfg.validate()?;
     Ok(match cfg.target()? {
-        Target::File(dir) => AnyStore::File(FileStore::new(dir, metrics)),
+        Target::File(dir) => AnyStore::File(
+            FileStore::new(dir, metrics).paced(crate::pace::Pacer::new(cfg.transfer.upload_bytes_per_sec)),
+        ),
         Target::S3 => AnyStore::S3(S3Store::connect(cfg, metrics).await),
     })
 }

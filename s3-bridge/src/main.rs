@@ -30,6 +30,9 @@ struct Cli {
     access_key: Option<String>,
     #[arg(long, env = "AOF_S3_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// Cap on upload bandwidth in MiB/s (`transfer.upload_bytes_per_sec`; 0 = unpaced).
+    #[arg(long)]
+    upload_mib_per_sec: Option<u64>,
     /// Do not serve /metrics and /health (for `run` and `serve`'s default address).
     #[arg(long)]
     no_metrics: bool,
@@ -99,6 +102,9 @@ fn config(cli: &Cli) -> Result<BridgeConfig, Box<dyn std::error::Error>> {
     }
     if let Some(p) = &cli.prefix {
         cfg.prefix = p.clone();
+    }
+    if let Some(m) = cli.upload_mib_per_sec {
+        cfg.transfer.upload_bytes_per_sec = m << 20;
     }
     if cli.no_metrics {
         cfg.metrics_addr = None;

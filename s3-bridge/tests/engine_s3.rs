@@ -64,22 +64,6 @@ fn engine_round_trip_through_real_s3() {
     bridge.stop();
 }
 
-/// Keys under `prefix/` in the bucket.
-async fn s3_keys(s3: &aof_s3_bridge::S3Store, bucket: &str, prefix: &str) -> Vec<String> {
-    let out = s3
-        .client()
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(format!("{prefix}/"))
-        .send()
-        .await
-        .expect("list objects");
-    out.contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect()
-}
-
 /// The bridge as its own process, against the real gateway, killed with SIGKILL while it works
 /// and started again: the shard re-asks from its manifest, and every segment ends up under
 /// exactly one key, with no multipart upload left behind.
@@ -111,6 +95,7 @@ fn bridge_process_killed_and_restarted() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
+            .map(KillOnDrop)
             .unwrap()
     };
     let e = Engine::open(engine_config(&root)).unwrap();
@@ -121,8 +106,7 @@ fn bridge_process_killed_and_restarted() {
     for round in 0..3 {
         n = fill(&h, "k", n, 4 + 3 * round);
         std::thread::sleep(Duration::from_millis(300));
-        bridge.kill().unwrap();
-        bridge.wait().unwrap();
+        drop(bridge); // SIGKILL, and reaped
         bridge = spawn();
     }
     wait_all_uploaded(&h, "k");
@@ -139,8 +123,7 @@ fn bridge_process_killed_and_restarted() {
     assert_eq!(sorted, expect, "exactly one object per uploaded segment");
     verify_all(&h, "k", 0..n);
     e.close().unwrap();
-    bridge.kill().unwrap();
-    let _ = bridge.wait();
+    drop(bridge);
     // A killed bridge's multipart uploads are swept when the next one starts: none older than
     // a fresh start remain once the last bridge ran.
     let pending = rt

@@ -28,9 +28,17 @@ async fn multipart_round_trip_is_byte_identical() {
     let (path, data, crc) = random_file(dir.path(), "seg", 20 * MIB + 12_345, 1);
     let k = key(&cfg.prefix, 0, crc);
 
+    // The test config keeps the default upload pace, so the parts stream through the paced
+    // body (chunked, signed as a stream) to the real gateway.
+    let pacer = store.pacer().expect("s3_config keeps the default pace").clone();
     let t = std::time::Instant::now();
     let info = store.put_file(&k, &path, crc).await.unwrap();
-    eprintln!("20 MiB multipart upload: {:?}", t.elapsed());
+    let took = t.elapsed();
+    eprintln!("20 MiB multipart upload at {} B/s: {took:?}", pacer.bytes_per_sec());
+    assert!(pacer.released_bytes() >= data.len() as u64);
+    // The pace is a ceiling: the first chunk goes at once, every later byte waits its turn.
+    let floor = (data.len() - aof_s3_bridge::pace::CHUNK_BYTES) as f64 / pacer.bytes_per_sec() as f64;
+    assert!(took.as_secs_f64() >= floor, "{took:?} beat the pace ({floor:.2} s)");
     assert!(info.multipart);
     assert_eq!(info.size, data.len() as u64);
     assert!(
@@ -53,6 +61,16 @@ async fn multipart_round_trip_is_byte_identical() {
     // A retried upload of the same segment is idempotent: same key, same content.
     store.put_file(&k, &path, crc).await.unwrap();
     assert!(store.get(&k).await.unwrap() == data);
+
+    // Unpaced (upload_bytes_per_sec = 0), the parts stream straight from the file.
+    let mut unpaced = cfg.clone();
+    unpaced.transfer.upload_bytes_per_sec = 0;
+    let fast = connect(&unpaced).await;
+    assert!(fast.pacer().is_none());
+    let k2 = key(&cfg.prefix, 1, crc);
+    let info = fast.put_file(&k2, &path, crc).await.unwrap();
+    assert!(info.multipart);
+    assert!(fast.get(&k2).await.unwrap() == data);
 }
 
 /// A point read fetches exactly one slice; a range past the end is cut at the end.

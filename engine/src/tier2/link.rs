@@ -25,7 +25,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// How often replies are looked for while requests are outstanding, and when idle.
+/// How often replies are looked for: while a reader waits (a hydration or a ranged read), while
+/// only background requests (uploads, deletes) are outstanding, and when idle. The rings carry
+/// no wake-up signal across processes (yet), so these bound the added latency of a Tier2 read;
+/// a timer tick on a shard costs a few microseconds.
+const POLL_READER: Duration = Duration::from_micros(250);
 const POLL_BUSY: Duration = Duration::from_millis(2);
 const POLL_IDLE: Duration = Duration::from_millis(50);
 
@@ -171,7 +175,15 @@ pub async fn run(core: Rc<ShardCore>, link: Rc<Link>) {
             link.answered.notify_all();
             continue;
         }
-        let poll = if link.inflight.borrow().is_empty() {
+        let reader_waits = !link.ranges.borrow().is_empty()
+            || link
+                .hydrations
+                .borrow()
+                .values()
+                .any(|h| matches!(h, Hydration::Pending));
+        let poll = if reader_waits {
+            POLL_READER
+        } else if link.inflight.borrow().is_empty() {
             POLL_IDLE
         } else {
             POLL_BUSY

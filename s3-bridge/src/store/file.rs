@@ -8,6 +8,7 @@ use super::{crc_from_meta, crc_to_meta, ObjectMeta, ObjectStore, PendingUpload, 
 use crate::error::StoreError;
 use crate::failure::FailureKind;
 use crate::metrics::{Metrics, Op};
+use crate::pace::Pacer;
 use bytes::Bytes;
 use std::io::{self, SeekFrom};
 use std::ops::Range;
@@ -25,6 +26,8 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 pub struct FileStore {
     root: PathBuf,
     metrics: Arc<Metrics>,
+    /// Uploads (copies in) are paced like the S3 store's; see `crate::pace`.
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl FileStore {
@@ -32,7 +35,18 @@ impl FileStore {
         FileStore {
             root: root.into(),
             metrics,
+            pacer: None,
         }
+    }
+
+    /// Paces uploads (`transfer.upload_bytes_per_sec`); `None` leaves them unpaced.
+    pub fn paced(mut self, pacer: Option<Arc<Pacer>>) -> FileStore {
+        self.pacer = pacer;
+        self
+    }
+
+    pub fn pacer(&self) -> Option<&Arc<crate::pace::Pacer>> {
+        self.pacer.as_ref()
     }
 
     pub fn root(&self) -> &Path {
@@ -119,7 +133,7 @@ impl FileStore {
         let mut out = AtomicFile::create(dest)
             .await
             .map_err(|e| Self::io_err(op, key, "create", dest, e))?;
-        Self::copy(&mut input, &mut out, op, key, src, dest).await?;
+        Self::copy(&mut input, &mut out, self.pacer.as_deref(), (op, key), src, dest).await?;
         let (_, size) = out.crc_len();
         out.commit()
             .await
@@ -133,16 +147,22 @@ impl FileStore {
         Ok((info, size))
     }
 
-    /// Copies `input` (the file at `from`) into `out` (being written to `to`) in chunks.
+    /// Copies `input` (the file at `from`) into `out` (being written to `to`) in chunks, each
+    /// released by `pacer` if there is one.
     async fn copy(
         input: &mut tokio::fs::File,
         out: &mut AtomicFile,
-        op: Op,
-        key: &str,
+        pacer: Option<&Pacer>,
+        (op, key): (Op, &str),
         from: &Path,
         to: &Path,
     ) -> Result<(), StoreError> {
-        let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+        let chunk = if pacer.is_some() {
+            crate::pace::CHUNK_BYTES
+        } else {
+            COPY_CHUNK_BYTES
+        };
+        let mut buf = vec![0u8; chunk];
         loop {
             let n = input
                 .read(&mut buf)
@@ -150,6 +170,9 @@ impl FileStore {
                 .map_err(|e| Self::io_err(op, key, "read", from, e))?;
             if n == 0 {
                 return Ok(());
+            }
+            if let Some(p) = pacer {
+                p.take(n as u64).await;
             }
             out.write(&buf[..n])
                 .await
@@ -167,7 +190,7 @@ impl FileStore {
         let mut out = AtomicFile::create(dest)
             .await
             .map_err(|e| Self::io_err(op, key, "create", dest, e))?;
-        Self::copy(&mut input, &mut out, op, key, path, dest).await?;
+        Self::copy(&mut input, &mut out, None, (op, key), path, dest).await?;
         let (crc, len) = out.crc_len();
         match meta.crc32c {
             Some(expected) if expected == crc => {}

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use std::future::Future;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// User-metadata name of the content crc32c (sent as `x-amz-meta-crc32c`), 8 lower-case hex.
@@ -118,6 +119,16 @@ pub fn crc_from_meta(s: &str) -> Option<u32> {
 pub enum AnyStore {
     File(FileStore),
     S3(S3Store),
+}
+
+impl AnyStore {
+    /// The pacer of uploads, if `transfer.upload_bytes_per_sec` is set.
+    pub fn upload_pacer(&self) -> Option<&Arc<crate::pace::Pacer>> {
+        match self {
+            AnyStore::File(s) => s.pacer(),
+            AnyStore::S3(s) => s.pacer(),
+        }
+    }
 }
 
 macro_rules! dispatch {

@@ -229,3 +229,31 @@ pub fn wait_all_uploaded(h: &aof_engine::Handle, log: &str) {
             .all(|s| s.uploaded.is_some())
     });
 }
+
+/// Keys under `prefix/` in the bucket (the tests' prefixes hold well under one listing page).
+pub async fn s3_keys(s3: &aof_s3_bridge::S3Store, bucket: &str, prefix: &str) -> Vec<String> {
+    let out = s3
+        .client()
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(format!("{prefix}/"))
+        .send()
+        .await
+        .expect("list objects");
+    assert!(!out.is_truncated().unwrap_or(false), "more keys than one page");
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+/// A child process that is SIGKILLed and reaped when dropped, so a failing test does not leave
+/// it running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

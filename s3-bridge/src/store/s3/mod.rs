@@ -18,6 +18,7 @@ use crate::breaker::Breaker;
 use crate::config::{BridgeConfig, Credentials, TransferConfig};
 use crate::error::StoreError;
 use crate::metrics::{Metrics, Op};
+use crate::pace::Pacer;
 use crate::retry::{Admission, Resilience};
 use aws_sdk_s3::config::{
     retry::RetryConfig as SdkRetry, timeout::TimeoutConfig, BehaviorVersion, Region, RequestChecksumCalculation,
@@ -45,6 +46,8 @@ pub struct S3Store {
     /// Whole transfers (put/get/download/ranged get) in flight at once: `transfer.concurrency`.
     /// Beyond it callers queue here instead of opening ever more connections.
     transfers: Arc<Semaphore>,
+    /// `transfer.upload_bytes_per_sec`, shared by every upload of this store.
+    pacer: Option<Arc<Pacer>>,
     res: Resilience,
 }
 
@@ -89,12 +92,17 @@ impl S3Store {
             bucket: s3.bucket.clone(),
             transfer: cfg.transfer.clone(),
             transfers: Arc::new(Semaphore::new(cfg.transfer.concurrency)),
+            pacer: Pacer::new(cfg.transfer.upload_bytes_per_sec),
             res: Resilience::new(cfg.retry.clone(), breaker, metrics),
         }
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub fn pacer(&self) -> Option<&Arc<crate::pace::Pacer>> {
+        self.pacer.as_ref()
     }
 
     pub fn bucket(&self) -> &str {

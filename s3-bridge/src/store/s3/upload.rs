@@ -12,9 +12,10 @@ use super::S3Store;
 use crate::error::StoreError;
 use crate::failure::FailureKind;
 use crate::metrics::Op;
+use crate::pace::PacedFile;
 use crate::retry::Admission;
 use crate::store::{crc_to_meta, PutInfo, META_CRC32C};
-use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::primitives::{ByteStream, Length, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use std::path::{Path, PathBuf};
 use tokio::task::JoinSet;
@@ -45,10 +46,7 @@ impl S3Store {
         let etag = self
             .res
             .call(Op::Put, key, Admission::Guarded, || async {
-                // A fresh body per attempt: a stream cannot be rewound after a failed send.
-                let body = ByteStream::from_path(path)
-                    .await
-                    .map_err(|e| local_body_error(Op::Put, key, path, e))?;
+                let body = self.upload_body(Op::Put, key, path, 0, size).await?;
                 let req = self
                     .client
                     .put_object()
@@ -179,6 +177,28 @@ impl S3Store {
         Ok(parts)
     }
 
+    /// The body of one PUT or part: `len` bytes of `path` from `offset`, streamed from the file,
+    /// paced when `transfer.upload_bytes_per_sec` is set. A fresh one per attempt: a stream
+    /// cannot be rewound after a failed send.
+    async fn upload_body(
+        &self,
+        op: Op,
+        key: &str,
+        path: &Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, StoreError> {
+        if let Some(pacer) = &self.pacer {
+            let body = PacedFile::open(pacer.clone(), path.to_path_buf(), offset, len);
+            return Ok(ByteStream::new(SdkBody::from_body_1_x(body)));
+        }
+        let body = ByteStream::read_from()
+            .path(path)
+            .offset(offset)
+            .length(Length::Exact(len));
+        body.build().await.map_err(|e| local_body_error(op, key, path, e))
+    }
+
     pub(super) async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
         self.res
             .call(Op::AbortMultipart, key, Admission::Cleanup, || async {
@@ -209,14 +229,9 @@ impl PartJob {
         let (s, key) = (&self.store, self.key.as_str());
         s.res
             .call(Op::PutPart, key, Admission::Guarded, || async {
-                let body = ByteStream::read_from()
-                    .path(&self.path)
-                    .offset(self.offset)
-                    .length(Length::Exact(self.len));
-                let body = body
-                    .build()
-                    .await
-                    .map_err(|e| local_body_error(Op::PutPart, key, &self.path, e))?;
+                let body = s
+                    .upload_body(Op::PutPart, key, &self.path, self.offset, self.len)
+                    .await?;
                 let req = s
                     .client
                     .upload_part()
