@@ -160,18 +160,26 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
     let cfg = config(a, dir);
     cfg.validate()?;
     let rt = tokio::runtime::Runtime::new()?;
+    // The raw PUT rate is the store's, not the pace's: measured unpaced.
+    let mut raw_cfg = cfg.clone();
+    raw_cfg.transfer.upload_bytes_per_sec = 0;
     let store = rt.block_on(async {
-        let s = open_store(&cfg, Arc::new(Metrics::default())).await?;
+        let s = open_store(&raw_cfg, Arc::new(Metrics::default())).await?;
         if let AnyStore::S3(s3) = &s {
             s3.ensure_bucket().await?;
         }
         Ok::<_, Box<dyn std::error::Error>>(s)
     })?;
-    eprintln!(
-        "[1/{}] raw PUT rate of {}",
-        if a.pace_mib.is_empty() { 4 } else { a.pace_mib.len() + 2 },
-        cfg.target
-    );
+    let default_pace = aof_s3_bridge::config::DEFAULT_UPLOAD_BYTES_PER_SEC >> 20;
+    let paces = if a.pace_mib.is_empty() {
+        let mut p = vec![0, default_pace];
+        p.dedup();
+        p
+    } else {
+        a.pace_mib.clone()
+    };
+    let steps = paces.len() + 2;
+    eprintln!("[1/{steps}] raw PUT rate of {}", cfg.target);
     let raw = rt.block_on(raw_put_rate(&store, dir, &cfg.prefix, cfg.transfer.concurrency, a.secs))?;
     let spec = |label: &str| Spec {
         label: label.into(),
@@ -195,15 +203,6 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         backlog_compressed: true,
         tier2: true,
     };
-    let default_pace = aof_s3_bridge::config::DEFAULT_UPLOAD_BYTES_PER_SEC >> 20;
-    let paces = if a.pace_mib.is_empty() {
-        let mut p = vec![0, default_pace];
-        p.dedup();
-        p
-    } else {
-        a.pace_mib.clone()
-    };
-    let steps = paces.len() + 2;
     eprintln!("[2/{steps}] appends, bridge idle");
     let idle = workload::run(dir, &spec("synced 1 KiB x16, Tier1 backlog, bridge idle"))?;
     let mut t = Table::new(&[
@@ -229,7 +228,7 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
     let mut busy_runs = Vec::new();
     let mut verdicts = Vec::new();
     for (i, &pace) in paces.iter().enumerate() {
-        let pace_label = if pace == 0 {
+        let mut pace_label = if pace == 0 {
             "unpaced".to_string()
         } else {
             format!("paced {pace} MiB/s")
@@ -240,7 +239,22 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         );
         let mut cfg2 = cfg.clone();
         cfg2.transfer.upload_bytes_per_sec = pace << 20;
+        // A slow pace needs fewer streams sharing it (see `validate`): halve them until valid.
+        while cfg2.validate().is_err() && cfg2.transfer.concurrency * cfg2.transfer.part_concurrency > 1 {
+            let t = &mut cfg2.transfer;
+            if t.part_concurrency > 1 {
+                t.part_concurrency /= 2;
+            } else {
+                t.concurrency /= 2;
+            }
+        }
         cfg2.validate()?;
+        if (cfg2.transfer.concurrency, cfg2.transfer.part_concurrency)
+            != (cfg.transfer.concurrency, cfg.transfer.part_concurrency)
+        {
+            let t = &cfg2.transfer;
+            pace_label += &format!(" ({}x{} streams)", t.concurrency, t.part_concurrency);
+        }
         let store2 = rt.block_on(open_store(&cfg2, Arc::new(Metrics::default())))?;
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let sent2 = sent.clone();

@@ -33,12 +33,13 @@ pub const S3_MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 /// S3's ceiling on the number of parts of one upload.
 pub const S3_MAX_PARTS: u64 = 10_000;
 
-/// The default upload pace: 16 MiB/s (~1.4 TB a day). Measured with `aof-perf bridge` against
-/// a gateway on the shards' own disk (the worst case: every uploaded byte is read from and
-/// written back to that disk): at 16 MiB/s the shards' Synced append p99 stayed at 1.00x idle,
-/// at 32 MiB/s it rose to 1.15x, unpaced (78 MB/s) to 3.6x. With S3 off the host the bridge
-/// only reads, and a higher pace (or 0) is safe: measure with `aof-perf bridge --pace-mib`.
-pub const DEFAULT_UPLOAD_BYTES_PER_SEC: u64 = 16 * 1024 * 1024;
+/// The default upload pace: 8 MiB/s (~700 GB of compressed segments a day). Measured with
+/// `aof-perf bridge` against a gateway on the shards' own disk (the worst case: every uploaded
+/// byte is read from and written back to that disk), the shards' Synced append p99 with the
+/// bridge busy / idle was 1.02 and 1.02 at 8 MiB/s; 0.98-1.21 over four runs at 16 MiB/s;
+/// 1.10-1.34 at 32 MiB/s; 3.3-4.6 unpaced (78 MB/s). With S3 off the host the bridge only
+/// reads, and a higher pace (or 0) is usually safe: measure with `aof-perf bridge --pace-mib`.
+pub const DEFAULT_UPLOAD_BYTES_PER_SEC: u64 = 8 * 1024 * 1024;
 
 /// Typed configuration errors.
 #[derive(Debug, thiserror::Error)]
@@ -313,15 +314,20 @@ impl BridgeConfig {
         at_least("retry.call_timeout_ms", r.call_timeout_ms, 1)?;
         if t.upload_bytes_per_sec > 0 {
             // Every stream in flight shares the pace; the slowest call must still fit in its
-            // timeout, or a paced upload could never finish.
-            let streams = (t.concurrency * t.part_concurrency) as u128;
-            let worst_ms = streams * t.multipart_threshold_bytes as u128 * 1000 / t.upload_bytes_per_sec as u128;
+            // timeout, or a paced upload could never finish. Worst cases: all transfers
+            // multipart, every stream a part; or one single PUT of threshold size beside the
+            // other transfers' parts.
+            let (c, pc) = (t.concurrency as u128, t.part_concurrency as u128);
+            let parts = t.part_size_bytes as u128 * c * pc;
+            let single = t.multipart_threshold_bytes as u128 * ((c - 1) * pc + 1);
+            let worst_ms = parts.max(single) * 1000 / t.upload_bytes_per_sec as u128;
             if worst_ms > r.call_timeout_ms as u128 {
                 return Err(range(
                     "transfer.upload_bytes_per_sec",
                     t.upload_bytes_per_sec,
-                    "too slow: concurrency x part_concurrency x multipart_threshold_bytes at this pace \
-                     must fit in retry.call_timeout_ms (lower the concurrency or raise the timeout)",
+                    "too slow: with transfer.concurrency x part_concurrency streams sharing this pace, \
+                     a part or single PUT would not fit in retry.call_timeout_ms \
+                     (lower the concurrency or raise the timeout)",
                 ));
             }
         }
@@ -412,7 +418,16 @@ mod tests {
         ));
         c.transfer.concurrency = 1;
         c.transfer.part_concurrency = 1;
-        c.validate().unwrap(); // 16 MiB at 1 MiB/s = 16 s < 30 s
+        c.validate().unwrap(); // one 16 MiB PUT at 1 MiB/s = 16 s < 30 s
+        c.transfer.upload_bytes_per_sec = 512 << 10; // 32 s
+        assert!(c.validate().is_err());
+        // The defaults at the default pace: 4 transfers x 4 parts of 8 MiB = 16 s, or a 16 MiB
+        // PUT beside 3 x 4 parts (13 streams) = 26 s, both within 30 s.
+        let mut d = BridgeConfig::default();
+        d.transfer.upload_bytes_per_sec = 8 << 20;
+        d.validate().unwrap();
+        d.transfer.upload_bytes_per_sec = 6 << 20;
+        assert!(d.validate().is_err());
         c.transfer.upload_bytes_per_sec = 0;
         c.retry.call_timeout_ms = 1;
         c.validate().unwrap();
