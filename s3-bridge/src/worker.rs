@@ -14,6 +14,7 @@ use crate::metrics::{Metrics, Queue};
 use crate::ring::{open_ring, Body, Consumer, Direction, Message, Producer};
 use crate::store::{AnyStore, ObjectStore};
 use crate::StoreError;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub struct Worker {
     pub transfers: Arc<Semaphore>,
     /// Requests taken and not yet answered, per kind (upload, download, delete).
     pub depth: Arc<[AtomicI64; 3]>,
+    /// One upload per object key at a time: a shard that asks again while a slow (paced, or
+    /// retrying) upload is under way gets the first one's outcome (its HEAD then finds the
+    /// object) instead of a second copy of the same bytes on the wire.
+    uploading: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 fn queue_of(b: &Body) -> Option<(usize, Queue)> {
@@ -72,6 +77,7 @@ impl Worker {
             metrics,
             transfers: Arc::new(Semaphore::new(cfg.transfer.concurrency.max(1))),
             depth: Arc::new(Default::default()),
+            uploading: Arc::default(),
         }
     }
 
@@ -211,6 +217,23 @@ impl Worker {
 
     async fn upload(&self, shard: u32, seg: &SegmentId) -> Result<(u64, String), StoreError> {
         let key = seg.key(&self.prefix);
+        let lock = {
+            let mut map = self.uploading.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let held = lock.lock().await;
+        let result = self.upload_once(shard, seg, &key).await;
+        drop(held);
+        let mut map = self.uploading.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's reference and ours: nobody else waits on this key.
+        if Arc::strong_count(&lock) == 2 {
+            map.remove(&key);
+        }
+        result
+    }
+
+    async fn upload_once(&self, shard: u32, seg: &SegmentId, key: &str) -> Result<(u64, String), StoreError> {
+        let key = key.to_string();
         // Idempotent: the key names the content, so an object already there is this upload.
         if let Ok(meta) = self.store.head(&key).await {
             if meta.crc32c == Some(seg.crc32c) {

@@ -8,6 +8,12 @@
 //! deleted segment with a pending Tier2 delete gets a `Delete`. So a lost notification, a
 //! restarted bridge or a restarted shard all end the same way: the work is asked again, and
 //! since object keys are deterministic, asking twice uploads the same bytes to the same key.
+//!
+//! Asking again must not mean forgetting the first ask: a slow answer (a paced upload of a big
+//! segment, an upload retried through an outage) is as good as a fast one. Every request id of
+//! a segment stays answerable until one answer lands, and background work (uploads, deletes) is
+//! asked again with a growing interval, so an unanswered request costs a few duplicates, not a
+//! flood that fills the ring while the bridge is busy.
 
 use crate::config::Tier2Config;
 use crate::error::{Error, Result};
@@ -54,6 +60,22 @@ enum Hydration {
     Failed(String),
 }
 
+/// The outstanding asks for one segment and kind.
+struct Asked {
+    /// When it was last asked.
+    at: Instant,
+    /// How many times it was asked without an answer.
+    tries: u32,
+    /// The request ids still answerable (oldest first); any one answer settles them all.
+    ids: Vec<u64>,
+}
+
+/// Request ids kept answerable per segment and kind: older ones are presumed lost (a bridge
+/// that restarted drops what was queued before it).
+const ANSWERABLE_IDS: usize = 4;
+/// Background asks back off to at most this many `retry_interval`s between tries.
+const MAX_BACKOFF_INTERVALS: u32 = 8;
+
 pub struct Link {
     cfg: Tier2Config,
     req: RefCell<Producer>,
@@ -61,9 +83,8 @@ pub struct Link {
     next_id: Cell<u64>,
     /// Request id → (segment, kind).
     inflight: RefCell<HashMap<u64, (SegKey, Kind)>>,
-    /// When each segment was last asked about (and under which request id), so the rescan
-    /// does not flood the ring and an unanswered request is forgotten when asked again.
-    asked: RefCell<HashMap<(SegKey, Kind), (Instant, u64)>>,
+    /// What each segment was asked for and not yet answered; see [`Asked`].
+    asked: RefCell<HashMap<(SegKey, Kind), Asked>>,
     hydrations: RefCell<HashMap<SegKey, Hydration>>,
     /// Ranged reads in flight: request id → `None` while pending, then the outcome.
     ranges: RefCell<HashMap<u64, Option<std::result::Result<(), String>>>>,
@@ -89,7 +110,7 @@ impl Link {
             cfg,
             req: RefCell::new(req),
             rep: RefCell::new(rep),
-            next_id: Cell::new(1),
+            next_id: Cell::new(first_request_id()),
             inflight: RefCell::new(HashMap::new()),
             asked: RefCell::new(HashMap::new()),
             hydrations: RefCell::new(HashMap::new()),
@@ -117,8 +138,18 @@ impl Link {
                 inflight.insert(id, (key, kind));
                 // Ranged reads are many per segment and each waits for its own answer.
                 if kind != Kind::Range {
-                    if let Some((_, old)) = self.asked.borrow_mut().insert((key, kind), (Instant::now(), id)) {
-                        inflight.remove(&old);
+                    let mut asked = self.asked.borrow_mut();
+                    let a = asked.entry((key, kind)).or_insert(Asked {
+                        at: Instant::now(),
+                        tries: 0,
+                        ids: Vec::new(),
+                    });
+                    a.at = Instant::now();
+                    a.tries += 1;
+                    a.ids.push(id);
+                    if a.ids.len() > ANSWERABLE_IDS {
+                        let lost = a.ids.remove(0);
+                        inflight.remove(&lost);
                     }
                 }
                 core.stats.borrow_mut().tier2_requests += 1;
@@ -135,12 +166,47 @@ impl Link {
         }
     }
 
+    /// Whether `kind` for `key` should be asked (again) now. A hydration, which a reader waits
+    /// on, is re-asked every `retry_interval`; background work backs off, doubling up to
+    /// `MAX_BACKOFF_INTERVALS` intervals.
     fn due(&self, key: SegKey, kind: Kind) -> bool {
-        self.asked
-            .borrow()
-            .get(&(key, kind))
-            .is_none_or(|(t, _)| t.elapsed() >= self.cfg.retry_interval)
+        let asked = self.asked.borrow();
+        let Some(a) = asked.get(&(key, kind)) else {
+            return true;
+        };
+        let factor = match kind {
+            Kind::Download | Kind::Range => 1,
+            Kind::Upload | Kind::Delete => (1u32 << a.tries.saturating_sub(1).min(31)).min(MAX_BACKOFF_INTERVALS),
+        };
+        a.at.elapsed() >= self.cfg.retry_interval * factor
     }
+
+    /// An answer for `key`/`kind` landed: its other ids will not be waited for. With `backoff`
+    /// (a failed upload or delete) the tries are kept, so the next ask waits longer.
+    fn settle(&self, key: SegKey, kind: Kind, backoff: bool) {
+        let mut asked = self.asked.borrow_mut();
+        let ids = if backoff {
+            asked.get_mut(&(key, kind)).map(|a| std::mem::take(&mut a.ids))
+        } else {
+            asked.remove(&(key, kind)).map(|a| a.ids)
+        };
+        let mut inflight = self.inflight.borrow_mut();
+        for id in ids.into_iter().flatten() {
+            inflight.remove(&id);
+        }
+    }
+}
+
+/// The first request id of this run of the shard. The bridge outlives shard restarts and may
+/// still answer requests of an earlier run: ids must not repeat across runs, or such an answer
+/// would be taken for a new request about another segment. Microseconds since the epoch,
+/// shifted left 12 bits: a later run starts above every id an earlier run could have used
+/// unless that run sent 4096 requests per microsecond of its life.
+fn first_request_id() -> u64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    (micros << 12).max(1)
 }
 
 fn log_by_id(core: &ShardCore, log_id: u64) -> Option<Rc<Log>> {
@@ -250,6 +316,12 @@ async fn apply(core: &Rc<ShardCore>, link: &Link, m: Message) {
         // An answer to a request from before a restart: the manifest rescan covers it.
         return;
     };
+    let about = m.body.seg();
+    if (about.log_id, about.base) != key {
+        // Never apply an answer to the wrong segment (ids are unique per run; this guards it).
+        tracing::warn!(shard = core.id, id = m.id, ?key, seg = %about, "Tier2 reply about another segment ignored");
+        return;
+    }
     if kind == Kind::Range {
         let outcome = match m.body {
             Body::Done { .. } => Ok(()),
@@ -264,8 +336,16 @@ async fn apply(core: &Rc<ShardCore>, link: &Link, m: Message) {
     let Some(log) = log_by_id(core, key.0) else {
         return;
     };
+    let backoff = matches!(m.body, Body::Failed { .. }) && matches!(kind, Kind::Upload | Kind::Delete);
     let result = match (kind, m.body) {
         (Kind::Upload, Body::Done { seg, size, etag }) => {
+            // The object must hold this segment's current Tier1 bytes: an answer about an
+            // older file of the same segment (remade since, with another crc) is not a copy.
+            let current = core.manifest().state().segments.get(&key).map(|e| e.tier1_crc);
+            if current != Some(seg.crc32c) {
+                tracing::warn!(shard = core.id, %seg, ?current, "upload answer for another Tier1 file ignored");
+                return;
+            }
             let object = ObjectRef {
                 key: seg.to_string(),
                 size,
@@ -301,7 +381,7 @@ async fn apply(core: &Rc<ShardCore>, link: &Link, m: Message) {
                     .borrow_mut()
                     .insert(key, Hydration::Failed(format!("{why} (retryable: {retryable})")));
             }
-            // Uploads and deletes are asked again at a later rescan.
+            // Uploads and deletes are asked again at a later rescan, after a longer wait.
             Ok(())
         }
         (kind, body) => {
@@ -310,7 +390,7 @@ async fn apply(core: &Rc<ShardCore>, link: &Link, m: Message) {
         }
     };
     if result.is_ok() {
-        link.asked.borrow_mut().remove(&(key, kind));
+        link.settle(key, kind, backoff);
     }
     if let Err(e) = result {
         tracing::warn!(shard = core.id, log = %log.name, base = key.1, error = %e, "applying a Tier2 reply failed");

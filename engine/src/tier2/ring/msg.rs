@@ -58,7 +58,8 @@ impl Body {
         matches!(self, Body::Upload { .. } | Body::Download { .. } | Body::Delete { .. })
     }
 
-    fn seg(&self) -> &SegmentId {
+    /// The segment the message is about.
+    pub fn seg(&self) -> &SegmentId {
         match self {
             Body::Upload { seg, .. }
             | Body::Download { seg, .. }
