@@ -47,11 +47,15 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
         return Action::SealRolled;
     }
     let unflushed = i.active.unflushed_bytes() > 0 || i.active.spare_path.is_some() && i.active.record_count() > 0;
-    let want_sync = i.want_synced > i.synced_upto || (closing && i.synced_upto < i.next_offset);
+    // With a sync in flight, the next one waits for it (it wakes the flusher when done); the
+    // bytes behind it may be written meanwhile, so the next sync finds them on disk.
+    let want_sync = !i.sync_in_flight && (i.want_synced > i.synced_upto || (closing && i.synced_upto < i.next_offset));
+    let sync_pending = i.sync_in_flight && (i.want_synced > i.synced_upto || closing);
     let age = i.unflushed_since.map(|t| t.elapsed());
     if unflushed {
         let due = i.want_written > i.written_upto
             || want_sync
+            || sync_pending
             || closing
             || i.active.unflushed_bytes() >= cfg.flush_threshold_bytes
             || age.is_some_and(|a| a >= cfg.flush_interval);
@@ -81,7 +85,7 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
             return Action::MakeSpare;
         }
     }
-    if closing && i.rolled.is_empty() && !i.spare_in_progress {
+    if closing && i.rolled.is_empty() && !i.spare_in_progress && !i.sync_in_flight {
         return Action::Exit;
     }
     let flush_in = age.filter(|_| unflushed).map(|a| cfg.flush_interval.saturating_sub(a));
@@ -242,7 +246,7 @@ async fn write_segment(log: &Log, core: &ShardCore, base: u64) -> Result<Option<
     Ok(upto)
 }
 
-async fn flush_active(log: &Log, core: &ShardCore, sync: bool) -> Result<()> {
+async fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>, sync: bool) -> Result<()> {
     let base = log.inner.borrow().active.base_offset;
     let Some(upto) = write_segment(log, core, base).await? else {
         // More chunks to go; the next round writes them (and syncs after the last).
@@ -256,10 +260,45 @@ async fn flush_active(log: &Log, core: &ShardCore, sync: bool) -> Result<()> {
         }
     }
     if sync {
-        fdatasync_segment(log, core, base).await?;
-        mark_synced(log, upto);
+        // Overlap only pays when there is something to write meanwhile; otherwise the hop to
+        // another task would only add to a lone writer's latency.
+        let more = log.inner.borrow().active.unflushed_bytes() > 0;
+        if more {
+            start_sync(log, core, base, upto);
+        } else {
+            fdatasync_segment(log, core, base).await?;
+            mark_synced(log, upto);
+        }
     }
     Ok(())
+}
+
+/// Starts the fdatasync that makes records below `upto` durable, in its own task, so the
+/// flusher can write the next bytes while the device flushes: a cycle then costs the longer of
+/// the write and the sync, not their sum. Records are acknowledged when it completes; if it
+/// fails, the log fails as if the flusher had failed.
+fn start_sync(log: &Rc<Log>, core: &Rc<ShardCore>, base: u64, upto: u64) {
+    {
+        let mut i = log.inner.borrow_mut();
+        debug_assert!(!i.sync_in_flight, "one sync at a time");
+        debug_assert!(upto <= i.written_upto, "only written records are synced");
+        i.sync_in_flight = true;
+    }
+    core.stats.borrow_mut().overlapped_syncs += 1;
+    let (log, core) = (log.clone(), core.clone());
+    glommio::spawn_local(async move {
+        let result = fdatasync_segment(&log, &core, base).await;
+        log.inner.borrow_mut().sync_in_flight = false;
+        match result {
+            Ok(()) => mark_synced(&log, upto),
+            Err(e) => {
+                log.fail(&e);
+                core.budget_freed.notify_all();
+            }
+        }
+        log.flusher_wake.notify_all();
+    })
+    .detach();
 }
 
 /// Syncs what is already written of the active segment (nothing is left to write).

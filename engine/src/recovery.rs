@@ -165,6 +165,7 @@ fn new_log(meta: &LogMeta, dir: PathBuf, sealed: Vec<SealedSegment>, active: Act
             spare: None,
             spare_wanted: false,
             spare_in_progress: false,
+            sync_in_flight: false,
             spare_error: None,
             roll_requested: false,
             failed: None,

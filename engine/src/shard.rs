@@ -451,6 +451,9 @@ pub struct ShardStats {
     pub writes: u64,
     pub written_bytes: u64,
     pub fdatasyncs: u64,
+    /// fdatasyncs run in their own task while the flusher wrote the next bytes (group commit
+    /// pipelined: the write of group n+1 overlaps the sync of group n).
+    pub overlapped_syncs: u64,
     pub segments_sealed: u64,
     /// Appends that had to wait for memory budget (or got `Backpressure`).
     pub backpressure_events: u64,

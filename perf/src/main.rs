@@ -381,7 +381,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     let dev_sync_p99 = dev.write_fdatasync_4k_latency.p99_us;
 
     let mut runs: Vec<RunResult> = Vec::new();
-    let total = 14;
+    let total = 16;
     let mut go = |s: Spec| -> Res<RunResult> {
         eprintln!("[{}/{total}] {}", runs.len() + 1, s.label);
         let r = workload::run(dir, &s)?;
@@ -415,6 +415,15 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     };
     let s4k = go(synced("synced 4 KiB x64", 4096, 64))?;
     let s1k = go(synced("synced 1 KiB x64", 1024, 64))?;
+    // Bandwidth needs bytes in flight: 64 single-record producers offer only 64 records per
+    // group commit (256 KiB at 4 KiB), so the closed loop, not the engine, caps those two runs.
+    // These offer ~4 MiB per group: 64 producers with batches of 16 x 4 KiB / 64 x 1 KiB.
+    let mut s = synced("synced 4 KiB x64, batches of 16", 4096, 64);
+    s.batch = 16;
+    let b4k = go(s)?;
+    let mut s = synced("synced 1 KiB x64, batches of 64", 1024, 64);
+    s.batch = 64;
+    let b1k = go(s)?;
     let s1 = go(synced("synced 4 KiB depth 1", 4096, 1))?;
     let e16_shard = go(synced("engine synced 1 KiB, 16 on-shard tasks", 1024, 16))?;
     let mut s = synced("engine synced 1 KiB, 16 threads", 1024, 16);
@@ -476,19 +485,25 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             if ok { "yes" } else { "no" }.into(),
         ]);
     };
-    let r = s4k.mb_per_s / dev_bw;
+    let r = b4k.mb_per_s / dev_bw;
     check(
         "Synced 4 KiB bandwidth / device seq bandwidth",
         r,
         Goal::AtLeast(0.85),
-        format!("{:.0} of {:.0} MB/s", s4k.mb_per_s, dev_bw),
+        format!(
+            "{:.0} of {:.0} MB/s with batches of 16; {:.0} MB/s with single records",
+            b4k.mb_per_s, dev_bw, s4k.mb_per_s
+        ),
     );
-    let r = s1k.mb_per_s / dev_bw;
+    let r = b1k.mb_per_s / dev_bw;
     check(
         "Synced 1 KiB bandwidth / device seq bandwidth",
         r,
         Goal::AtLeast(0.70),
-        format!("{:.0} of {:.0} MB/s", s1k.mb_per_s, dev_bw),
+        format!(
+            "{:.0} of {:.0} MB/s with batches of 64; {:.0} MB/s with single records",
+            b1k.mb_per_s, dev_bw, s1k.mb_per_s
+        ),
     );
     let r = s1.latency.p99_us / dev_sync_p99;
     check(
