@@ -107,6 +107,11 @@ struct WorkloadArgs {
     /// Tier1 compression profile: none, fast, balanced or compact.
     #[arg(long, default_value = "balanced", value_parser = parse_profile)]
     compression: aof_engine::Profile,
+    /// Largest single write in KiB (`Config::flush_threshold_bytes`, default 1024). Larger
+    /// writes raise Synced bandwidth with batched producers and lengthen the copy into the
+    /// write buffer that other tasks on the shard wait behind.
+    #[arg(long)]
+    flush_threshold_kib: Option<u64>,
 }
 
 fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
@@ -132,6 +137,7 @@ impl WorkloadArgs {
             backlog_mib: self.backlog_mib,
             compress: !self.no_compress,
             compression: self.compression,
+            flush_threshold_kib: self.flush_threshold_kib,
             backlog_compressed: false,
             tier2: false,
         }
@@ -356,6 +362,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             backlog_mib: 0,
             no_compress: false,
             compression: aof_engine::Profile::Balanced,
+            flush_threshold_kib: None,
         }
         .spec(label)
     };

@@ -202,6 +202,7 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         compression: aof_engine::Profile::None,
         backlog_compressed: true,
         tier2: true,
+        flush_threshold_kib: None,
     };
     eprintln!("[2/{steps}] appends, bridge idle");
     let idle = workload::run(dir, &spec("synced 1 KiB x16, Tier1 backlog, bridge idle"))?;
