@@ -216,7 +216,7 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
         c.flush_threshold_bytes = kib << 10;
         // Room in the registered DMA pool for a few writes of that size: buffers that do not
         // fit there come from the heap, and that cost ~20 % of batched Synced bandwidth here.
-        c.io_memory_bytes = c.io_memory_bytes.max(4 * (kib as usize) << 10);
+        c.io_memory_bytes = c.io_memory_bytes.max((4 * kib as usize) << 10);
     }
     c
 }
