@@ -85,15 +85,7 @@ fn engine_killed_during_uploads() {
     assert!(evicted > 0, "nothing was evicted: the test did not exercise Tier2");
     assert!(h.stats(0).wait_timeout(T).unwrap().tier2_hydrations > 0);
     let segs = h.segments("k").wait_timeout(T).unwrap();
-    let mut keys = rt.block_on(s3_keys(&s3, &bcfg.s3.bucket, &bcfg.prefix));
-    keys.sort();
-    let mut uploaded: Vec<String> = segs
-        .iter()
-        .filter_map(|s| s.uploaded.as_ref().map(|o| format!("{}/{}", bcfg.prefix, o.key)))
-        .collect();
-    uploaded.sort();
-    assert!(!uploaded.is_empty());
-    assert_eq!(keys, uploaded, "exactly one object per uploaded segment");
+    assert!(assert_one_object_per_uploaded_segment(&rt, &s3, &bcfg, &segs) > 0);
     e.close().unwrap();
     bridge.stop();
 }

@@ -111,16 +111,7 @@ fn bridge_process_killed_and_restarted() {
     }
     wait_all_uploaded(&h, "k");
     let segs = h.segments("k").wait_timeout(T).unwrap();
-    let keys = rt.block_on(s3_keys(&s3, &bcfg.s3.bucket, &bcfg.prefix));
-    let uploaded: Vec<String> = segs
-        .iter()
-        .filter_map(|s| s.uploaded.as_ref().map(|o| format!("{}/{}", bcfg.prefix, o.key)))
-        .collect();
-    let mut sorted = keys.clone();
-    sorted.sort();
-    let mut expect = uploaded.clone();
-    expect.sort();
-    assert_eq!(sorted, expect, "exactly one object per uploaded segment");
+    assert_one_object_per_uploaded_segment(&rt, &s3, &bcfg, &segs);
     verify_all(&h, "k", 0..n);
     e.close().unwrap();
     drop(bridge);
@@ -158,23 +149,7 @@ fn s3_outage_gives_backpressure_not_deletion_then_recovers() {
     let h = e.handle();
     h.create_log("o").wait_timeout(T).unwrap();
     let bridge = Bridge::start(&root, dead(), &dead_cfg);
-    let mut i = 0u64;
-    let err = loop {
-        let recs: Vec<aof_engine::OwnedRecord> = (i..i + 16).map(|k| aof_engine::OwnedRecord::new(body(k))).collect();
-        match h
-            .append_batch("o", recs, aof_engine::Durability::Written)
-            .wait_timeout(T)
-        {
-            Ok(_) => i += 16,
-            Err(e) => break e,
-        }
-        if i % 512 == 0 {
-            h.tiering_idle(0).wait_timeout(T).unwrap();
-            h.housekeeping(0).wait_timeout(T).unwrap();
-        }
-        assert!(i < 100_000, "no backpressure during the outage");
-    };
-    assert!(matches!(err, aof_engine::Error::DiskBudget { .. }), "{err}");
+    let mut i = fill_until_disk_budget(&h, "o", 0);
     // The shard asks for the owed uploads (at its next rescan) and the bridge answers failed.
     eventually("failed uploads reported", || {
         h.stats(0).wait().unwrap().tier2_failures > 0
@@ -204,14 +179,7 @@ fn s3_outage_gives_backpressure_not_deletion_then_recovers() {
         segs.iter().any(|s| s.state == SegmentState::Tier2Only),
         "nothing evicted: {segs:?}"
     );
-    let mut keys = rt.block_on(s3_keys(&s3, &bcfg.s3.bucket, &bcfg.prefix));
-    keys.sort();
-    let mut uploaded: Vec<String> = segs
-        .iter()
-        .filter_map(|s| s.uploaded.as_ref().map(|o| format!("{}/{}", bcfg.prefix, o.key)))
-        .collect();
-    uploaded.sort();
-    assert_eq!(keys, uploaded, "exactly one object per uploaded segment");
+    assert_one_object_per_uploaded_segment(&rt, &s3, &bcfg, &segs);
     verify_all(&h, "o", 0..n);
     bridge.stop();
     // A second outage: a read that needs Tier2 fails with a clear, typed error, in bounded time.

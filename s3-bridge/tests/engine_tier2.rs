@@ -7,7 +7,7 @@
 
 mod common;
 
-use aof_engine::{Durability, Engine, OwnedRecord, Retention, SegmentState};
+use aof_engine::{Durability, Engine, Retention, SegmentState};
 use aof_s3_bridge::ring::Body;
 use common::engine::*;
 
@@ -77,20 +77,7 @@ fn a_restarted_bridge_and_a_restarted_engine_resume_from_the_manifest() {
     let e = Engine::open(engine_config(&root)).unwrap();
     let h = e.handle();
     h.create_log("r").wait_timeout(T).unwrap();
-    let mut i = 0u64;
-    let err = loop {
-        let recs: Vec<OwnedRecord> = (i..i + 16).map(|k| OwnedRecord::new(body(k))).collect();
-        match h.append_batch("r", recs, Durability::Written).wait_timeout(T) {
-            Ok(_) => i += 16,
-            Err(e) => break e,
-        }
-        if i % 512 == 0 {
-            h.tiering_idle(0).wait_timeout(T).unwrap();
-            h.housekeeping(0).wait_timeout(T).unwrap();
-        }
-        assert!(i < 100_000, "no backpressure without Tier2");
-    };
-    assert!(matches!(err, aof_engine::Error::DiskBudget { .. }), "{err}");
+    let mut i = fill_until_disk_budget(&h, "r", 0);
     assert!(objects(&store_dir).is_empty());
     verify_all(&h, "r", 0..i);
     // The engine restarts (kill-like: the requests it queued are lost with it) ...

@@ -132,6 +132,27 @@ pub fn fill(h: &aof_engine::Handle, log: &str, from: u64, segments: usize) -> u6
     }
 }
 
+/// Appends batches of 16 until the shard refuses with `DiskBudget` (the Tier1 budget is full
+/// and nothing is safe to evict); returns how many records were accepted. Panics on any other
+/// error, or if 100,000 records go in without backpressure.
+pub fn fill_until_disk_budget(h: &aof_engine::Handle, log: &str, from: u64) -> u64 {
+    let mut i = from;
+    let err = loop {
+        let recs: Vec<OwnedRecord> = (i..i + 16).map(|k| OwnedRecord::new(body(k))).collect();
+        match h.append_batch(log, recs, Durability::Written).wait_timeout(T) {
+            Ok(_) => i += 16,
+            Err(e) => break e,
+        }
+        if i % 512 == 0 {
+            h.tiering_idle(0).wait_timeout(T).unwrap();
+            h.housekeeping(0).wait_timeout(T).unwrap();
+        }
+        assert!(i < from + 100_000, "no backpressure from a full Tier1 budget");
+    };
+    assert!(matches!(err, aof_engine::Error::DiskBudget { .. }), "{err}");
+    i
+}
+
 /// Scans the range (hydrating evicted segments whole), then point-reads a sample of it.
 pub fn verify_all(h: &aof_engine::Handle, log: &str, range: std::ops::Range<u64>) {
     // A scan returns what it can read in one go (it stops before a segment it has to fetch
@@ -245,6 +266,25 @@ pub async fn s3_keys(s3: &aof_s3_bridge::S3Store, bucket: &str, prefix: &str) ->
         .iter()
         .filter_map(|o| o.key().map(str::to_owned))
         .collect()
+}
+
+/// The bucket holds exactly one object per uploaded segment of `segs`, under the key the
+/// manifest recorded, and nothing else under the prefix. Returns how many there are.
+pub fn assert_one_object_per_uploaded_segment(
+    rt: &tokio::runtime::Runtime,
+    s3: &aof_s3_bridge::S3Store,
+    bcfg: &BridgeConfig,
+    segs: &[aof_engine::SegmentInfo],
+) -> usize {
+    let mut keys = rt.block_on(s3_keys(s3, &bcfg.s3.bucket, &bcfg.prefix));
+    keys.sort();
+    let mut uploaded: Vec<String> = segs
+        .iter()
+        .filter_map(|s| s.uploaded.as_ref().map(|o| format!("{}/{}", bcfg.prefix, o.key)))
+        .collect();
+    uploaded.sort();
+    assert_eq!(keys, uploaded, "exactly one object per uploaded segment");
+    uploaded.len()
 }
 
 /// A child process that is SIGKILLed and reaped when dropped, so a failing test does not leave
