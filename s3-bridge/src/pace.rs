@@ -12,6 +12,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -89,11 +90,15 @@ impl Pacer {
     }
 }
 
-/// A request body that streams `len` bytes of the file at `path` from `offset`, chunk by chunk,
-/// each chunk released by the pacer. A task reads ahead by at most two chunks; dropping the body
-/// (a cancelled or timed-out request) ends the task.
+/// A request body that streams `len` bytes of the file at `path` from `offset`, chunk by chunk.
+/// A task reads ahead by at most two chunks; each chunk takes its turn from the pacer only when
+/// the HTTP client asks for it, so an attempt that fails before sending (a refused connection)
+/// costs the pace nothing. Dropping the body (a cancelled or timed-out request) ends the task.
 pub struct PacedFile {
+    pacer: Arc<Pacer>,
     rx: mpsc::Receiver<io::Result<Bytes>>,
+    /// A chunk that has its turn reserved and waits for it.
+    held: Option<(Bytes, Pin<Box<tokio::time::Sleep>>)>,
     remaining: u64,
 }
 
@@ -101,21 +106,20 @@ impl PacedFile {
     pub fn open(pacer: Arc<Pacer>, path: PathBuf, offset: u64, len: u64) -> PacedFile {
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
-            if let Err(e) = feed(&pacer, &path, offset, len, &tx).await {
+            if let Err(e) = feed(&path, offset, len, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        PacedFile { rx, remaining: len }
+        PacedFile {
+            pacer,
+            rx,
+            held: None,
+            remaining: len,
+        }
     }
 }
 
-async fn feed(
-    pacer: &Pacer,
-    path: &std::path::Path,
-    offset: u64,
-    len: u64,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> io::Result<()> {
+async fn feed(path: &std::path::Path, offset: u64, len: u64, tx: &mpsc::Sender<io::Result<Bytes>>) -> io::Result<()> {
     let mut file = tokio::fs::File::open(path).await?;
     file.seek(io::SeekFrom::Start(offset)).await?;
     let mut left = len;
@@ -123,7 +127,6 @@ async fn feed(
         let n = left.min(CHUNK_BYTES as u64) as usize;
         let mut buf = BytesMut::zeroed(n);
         file.read_exact(&mut buf).await?;
-        pacer.take(n as u64).await;
         if tx.send(Ok(buf.freeze())).await.is_err() {
             return Ok(()); // the request was dropped
         }
@@ -137,22 +140,33 @@ impl Body for PacedFile {
     type Error = io::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                debug_assert!(chunk.len() as u64 <= self.remaining, "feed sends exactly len bytes");
-                self.remaining -= chunk.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
+        let this = &mut *self;
+        if this.held.is_none() {
+            if this.remaining == 0 {
+                return Poll::Ready(None);
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "paced reader stopped before the end of the range",
-            )))),
-            Poll::Pending => Poll::Pending,
+            let chunk = match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(chunk))) => chunk,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "paced reader stopped before the end of the range",
+                    ))))
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            let wait = this.pacer.reserve(chunk.len() as u64);
+            this.held = Some((chunk, Box::pin(tokio::time::sleep(wait))));
         }
+        let (_, sleep) = this.held.as_mut().expect("held just above");
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let (chunk, _) = this.held.take().expect("held just above");
+        debug_assert!(chunk.len() as u64 <= this.remaining, "feed sends exactly len bytes");
+        this.remaining -= chunk.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -212,6 +226,13 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+
+        // A body the client never reads (a request that failed before sending) takes no turn.
+        let pacer = Pacer::new(4_000_000).unwrap();
+        let unread = PacedFile::open(pacer.clone(), path.clone(), 0, len);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(unread);
+        assert_eq!(pacer.released_bytes(), 0);
 
         // A range past the end of the file is an error in the body, not a short body.
         let pacer = Pacer::new(1 << 30).unwrap();
