@@ -55,7 +55,7 @@ pub struct LogInner {
     pub spare: Option<(PathBuf, Rc<DmaFile>)>,
     pub spare_wanted: bool,
     pub spare_in_progress: bool,
-    /// An fdatasync of the active segment is running in its own task (`flusher::sync_task`);
+    /// An fdatasync of the active segment is running in its own task (`flusher::start_sync`);
     /// meanwhile the flusher may write the next bytes, but starts no second sync.
     pub sync_in_flight: bool,
     pub spare_error: Option<Error>,

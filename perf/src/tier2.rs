@@ -10,7 +10,7 @@ use crate::report::Table;
 use crate::workload::{self, Mode, Producer, Size, Spec};
 use crate::Res;
 use aof_s3_bridge::config::Credentials;
-use aof_s3_bridge::worker::Worker;
+use aof_s3_bridge::worker::{InProcess, Worker};
 use aof_s3_bridge::{open_store, AnyStore, BridgeConfig, Metrics, ObjectStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -73,11 +73,9 @@ fn config(a: &BridgeArgs, dir: &Path) -> BridgeConfig {
 /// The bridge on tokio threads of its own, serving one data directory until dropped.
 struct Running {
     /// Set to the paced bytes released so far when the run's window ends (the guard drops),
-    /// before in-flight uploads are waited for.
+    /// before in-flight uploads are waited for (by `_bridge`'s drop, after this one's).
     sent_at_stop: Option<(Arc<aof_s3_bridge::pace::Pacer>, Arc<std::sync::atomic::AtomicU64>)>,
-    rt: tokio::runtime::Runtime,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    _bridge: InProcess,
 }
 
 impl Drop for Running {
@@ -85,20 +83,11 @@ impl Drop for Running {
         if let Some((p, at_stop)) = &self.sent_at_stop {
             at_stop.store(p.released_bytes(), std::sync::atomic::Ordering::Relaxed);
         }
-        let _ = self.stop.send(true);
-        if let Some(t) = self.task.take() {
-            let _ = self.rt.block_on(t);
-        }
     }
 }
 
 fn start(root: &Path, store: AnyStore, cfg: &BridgeConfig, sent_at_stop: Arc<std::sync::atomic::AtomicU64>) -> Running {
     let sent_at_stop = store.upload_pacer().map(|p| (p.clone(), sent_at_stop));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let w = Worker::new(
         root.to_path_buf(),
         store,
@@ -106,13 +95,9 @@ fn start(root: &Path, store: AnyStore, cfg: &BridgeConfig, sent_at_stop: Arc<std
         aof_engine::Tier2Config::default().ring_capacity,
         Arc::new(Metrics::default()),
     );
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = rt.spawn(w.run(rx));
     Running {
         sent_at_stop,
-        rt,
-        stop,
-        task: Some(task),
+        _bridge: InProcess::start(w, 2).expect("tokio runtime"),
     }
 }
 

@@ -233,9 +233,8 @@ impl Worker {
     }
 
     async fn upload_once(&self, shard: u32, seg: &SegmentId, key: &str) -> Result<(u64, String), StoreError> {
-        let key = key.to_string();
         // Idempotent: the key names the content, so an object already there is this upload.
-        if let Ok(meta) = self.store.head(&key).await {
+        if let Ok(meta) = self.store.head(key).await {
             if meta.crc32c == Some(seg.crc32c) {
                 return Ok((meta.size, meta.etag.unwrap_or_default()));
             }
@@ -243,16 +242,16 @@ impl Worker {
         let path = tier1_path(&self.root, shard, seg);
         let crc = file_crc(&path)
             .await
-            .map_err(|e| StoreError::local_io(crate::Op::Put, &key, "read", &path, e))?;
+            .map_err(|e| StoreError::local_io(crate::Op::Put, key, "read", &path, e))?;
         if crc != seg.crc32c {
             // Damaged on local disk since it was written: never upload it as good.
-            return Err(StoreError::corrupt(crate::Op::Put, &key, seg.crc32c, crc, 0));
+            return Err(StoreError::corrupt(crate::Op::Put, key, seg.crc32c, crc, 0));
         }
-        let put = self.store.put_file(&key, &path, crc).await?;
+        let put = self.store.put_file(key, &path, crc).await?;
         let etag = match put.etag {
             Some(e) if !e.is_empty() => e,
             // Some servers return no ETag from CompleteMultipartUpload; HEAD has it.
-            _ => self.store.head(&key).await?.etag.unwrap_or_default(),
+            _ => self.store.head(key).await?.etag.unwrap_or_default(),
         };
         Ok((put.size, etag))
     }
@@ -300,6 +299,46 @@ impl Worker {
 
     async fn delete(&self, seg: &SegmentId) -> Result<(), StoreError> {
         self.store.delete(&seg.key(&self.prefix)).await
+    }
+}
+
+/// A [`Worker`] on tokio threads of its own inside this process (for tests, the perf harness,
+/// and services that prefer one process): it serves until [`InProcess::stop`] or drop, which
+/// wait for the requests under way to finish.
+pub struct InProcess {
+    rt: tokio::runtime::Runtime,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Starts `worker` on a runtime of `threads` worker threads.
+    pub fn start(worker: Worker, threads: usize) -> std::io::Result<InProcess> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_all()
+            .build()?;
+        let (stop, rx) = watch::channel(false);
+        let task = rt.spawn(worker.run(rx));
+        Ok(InProcess {
+            rt,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// Stops serving and waits for the requests under way.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = self.rt.block_on(t);
+        }
     }
 }
 

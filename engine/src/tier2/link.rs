@@ -604,30 +604,39 @@ async fn fetch_range(
     Ok(bytes)
 }
 
-/// The frame index of a Tier2-only segment: kept from its eviction, or read from the object's
-/// header, trailer and index with three ranged reads.
-async fn remote_index(core: &Rc<ShardCore>, link: &Link, log: &Log, base: u64, offset: u64) -> Result<FrameIndex> {
+/// The Tier2 object of segment `base`, which the manifest records as uploaded: its id (with
+/// the crc that names it) and its size. `NotLocal` if there is none.
+fn uploaded_object(core: &ShardCore, log: &Log, base: u64, offset: u64) -> Result<(SegmentId, u64)> {
+    let st = core.manifest().state();
+    match st.segments.get(&(log.id, base)).map(|e| (e.tier1_crc, &e.upload)) {
+        Some((crc32c, Upload::Done(o))) => Ok((
+            SegmentId {
+                log_id: log.id,
+                base,
+                crc32c,
+            },
+            o.size,
+        )),
+        _ => Err(Error::NotLocal {
+            log: log.name.clone(),
+            offset,
+        }),
+    }
+}
+
+/// The frame index of the Tier2 object `seg` (`size` bytes): kept from its eviction, or read
+/// from the object's header, trailer and index with three ranged reads.
+async fn remote_index(
+    core: &Rc<ShardCore>,
+    link: &Link,
+    log: &Log,
+    (seg, size): (SegmentId, u64),
+    offset: u64,
+) -> Result<FrameIndex> {
     use crate::format::tier1 as fmt;
-    if let Some(v) = link.remote_index.borrow().get(&(log.id, base)) {
+    if let Some(v) = link.remote_index.borrow().get(&(seg.log_id, seg.base)) {
         return Ok(v.clone());
     }
-    let (crc, size) = {
-        let st = core.manifest().state();
-        match st.segments.get(&(log.id, base)).map(|e| (e.tier1_crc, &e.upload)) {
-            Some((crc, Upload::Done(o))) => (crc, o.size),
-            _ => {
-                return Err(Error::NotLocal {
-                    log: log.name.clone(),
-                    offset,
-                })
-            }
-        }
-    };
-    let seg = SegmentId {
-        log_id: log.id,
-        base,
-        crc32c: crc,
-    };
     let corrupt = |d: &str| Error::Corruption {
         path: log.dir.join(seg.to_string()),
         pos: 0,
@@ -645,7 +654,7 @@ async fn remote_index(core: &Rc<ShardCore>, link: &Link, log: &Log, base: u64, o
     let ib = fetch_range(core, link, log, seg, t.index_pos..index_end, offset).await?;
     let frames = Rc::new(fmt::decode_index(&ib, &t, header.data_end).map_err(corrupt)?);
     let v = (frames, header.codec);
-    link.remote_index.borrow_mut().insert((log.id, base), v.clone());
+    link.remote_index.borrow_mut().insert((seg.log_id, seg.base), v.clone());
     Ok(v)
 }
 
@@ -663,18 +672,9 @@ pub async fn read_remote(
     base: u64,
     offset: u64,
 ) -> Result<crate::record::Record> {
-    let (frames, codec) = remote_index(core, link, log, base, offset).await?;
-    let crc = core
-        .manifest()
-        .state()
-        .segments
-        .get(&(log.id, base))
-        .map_or(0, |e| e.tier1_crc);
-    let seg = SegmentId {
-        log_id: log.id,
-        base,
-        crc32c: crc,
-    };
+    let object = uploaded_object(core, log, base, offset)?;
+    let seg = object.0;
+    let (frames, codec) = remote_index(core, link, log, object, offset).await?;
     let path = log.dir.join(seg.to_string());
     let i = frames.partition_point(|f| f.first_offset <= offset);
     let f = *i

@@ -45,7 +45,7 @@ impl FileStore {
         self
     }
 
-    pub fn pacer(&self) -> Option<&Arc<crate::pace::Pacer>> {
+    pub fn pacer(&self) -> Option<&Arc<Pacer>> {
         self.pacer.as_ref()
     }
 

@@ -2,7 +2,7 @@
 //! the bridge on its own tokio threads in this process, and record helpers.
 
 use aof_engine::{Config, Durability, OwnedRecord, SegmentState, Tier2Config};
-use aof_s3_bridge::worker::Worker;
+use aof_s3_bridge::worker::{InProcess, Worker};
 use aof_s3_bridge::{AnyStore, BridgeConfig, FileStore, Metrics};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,34 +48,16 @@ pub fn engine_config(root: &Path) -> Config {
 }
 
 /// The bridge on its own tokio threads in this process.
-pub struct Bridge {
-    rt: tokio::runtime::Runtime,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
+pub struct Bridge(InProcess);
 
 impl Bridge {
     pub fn start(root: &Path, store: AnyStore, cfg: &BridgeConfig) -> Bridge {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         let w = Worker::new(root.to_path_buf(), store, cfg, 256, Arc::new(Metrics::default()));
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let task = rt.spawn(w.run(rx));
-        Bridge {
-            rt,
-            stop,
-            task: Some(task),
-        }
+        Bridge(InProcess::start(w, 2).unwrap())
     }
 
-    pub fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.task.take() {
-            let _ = self.rt.block_on(t);
-        }
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 

@@ -101,7 +101,7 @@ impl S3Store {
         &self.client
     }
 
-    pub fn pacer(&self) -> Option<&Arc<crate::pace::Pacer>> {
+    pub fn pacer(&self) -> Option<&Arc<Pacer>> {
         self.pacer.as_ref()
     }
 
