@@ -90,6 +90,12 @@ osd_pool_default_pg_num = 8
 osd_pool_default_pgp_num = 8
 osd_pool_default_pg_autoscale_mode = off
 mon_max_pg_per_osd = 1000
+# The monitor refuses to start when its filesystem has less than 5% free, and on a CI machine
+# the workspace's build artefacts share that filesystem. This cluster holds only test data
+# (the OSD's block file is sparse and small), so let it run down to the last byte; a real
+# ENOSPC still fails the OSD's writes loudly.
+mon_data_avail_crit = 0
+mon_data_avail_warn = 0
 # One host, one OSD: replicas are placed across OSDs, not hosts.
 osd_crush_chooseleaf_type = 0
 # A gateway killed with -9 leaves its watches on the control objects; until the OSD expires
@@ -153,7 +159,15 @@ bootstrap() { # first start only: monitor store, OSD filesystem
 }
 
 daemon() { # start a Ceph daemon (they fork into the background themselves)
-    "$@" >>"$DIR/log/startup.log" 2>&1 || die "$1 failed to start, see $DIR/log/"
+    if ! "$@" >>"$DIR/log/startup.log" 2>&1; then
+        # Show why right here: in CI the log directory is gone when someone reads the output.
+        local name
+        case $1 in ceph-mon) name=mon.a ;; ceph-osd) name=osd.0 ;; *) name=client.rgw.a ;; esac
+        log "last lines of $DIR/log/$name.log and startup.log:"
+        tail -n 8 "$DIR/log/$name.log" "$DIR/log/startup.log" >&2 2>/dev/null || true
+        log "free space: $(df -h "$DIR" | awk 'NR == 2 {print $4 " of " $2}')"
+        die "$1 failed to start, see $DIR/log/"
+    fi
 }
 
 wait_for() { # description, command...
