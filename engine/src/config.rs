@@ -115,6 +115,11 @@ pub struct Config {
     /// A log with this many unflushed bytes is flushed without waiting for the interval, so
     /// writes are large but memory stays bounded. Default 1 MiB.
     pub flush_threshold_bytes: u64,
+    /// Writes of one log that may be in flight at once, each at most `flush_threshold_bytes`
+    /// (and each a copy of its bytes in memory until it completes). More keep a fast device
+    /// busy while the shard copies the next write; a write that ends mid-block still waits
+    /// for its predecessor, so small flushes gain nothing. Default 4.
+    pub flush_writes_in_flight: usize,
     /// `Memory`-mode data is flushed at least this often. Default 10 ms.
     pub flush_interval: Duration,
     /// Sparse index granularity: one entry per this many bytes of frames. Default 16 KiB.
@@ -131,6 +136,13 @@ pub struct Config {
     /// Busy-poll this long before an idle shard parks, trading CPU for cross-thread latency.
     /// Default `None` (park at once).
     pub spin_before_park: Option<Duration>,
+    /// How long a shard runs tasks before it returns to its io_uring: submitting queued I/O,
+    /// reaping completions, and letting `yield_if_needed` in a long task give the core to
+    /// others (glommio's preemption timer, 100 ms by default there). Default 250 µs: measured
+    /// against 100 ms, a `Memory` producer at half load had p99 0.1 ms instead of 6 ms, a
+    /// foreign request to a shard busy with CPU work waited 0.5 ms instead of 200 ms, and
+    /// maximum throughput did not change; below ~100 µs the switches start to cost.
+    pub preempt_interval: Duration,
     /// Recompress sealed segments into Tier1 files. Default `true`. With `false` sealed
     /// segments stay as they were written.
     pub tier1_compress: bool,
@@ -175,6 +187,7 @@ impl Config {
             max_record_bytes: 1 << 20,
             shard_memory_budget_bytes: 64 << 20,
             flush_threshold_bytes: 1 << 20,
+            flush_writes_in_flight: 4,
             flush_interval: Duration::from_millis(10),
             index_interval_bytes: 16 << 10,
             preallocate: true,
@@ -182,6 +195,7 @@ impl Config {
             io_memory_bytes: 2 << 20,
             ring_depth: 128,
             spin_before_park: None,
+            preempt_interval: Duration::from_micros(250),
             tier1_compress: true,
             compression: Profile::Balanced,
             tier1_frame_bytes: 64 << 10,
@@ -236,6 +250,18 @@ impl Config {
             return bad(format!(
                 "flush_threshold_bytes = {} must be in 1..=shard_memory_budget_bytes",
                 self.flush_threshold_bytes
+            ));
+        }
+        if self.flush_writes_in_flight == 0 || self.flush_writes_in_flight > 64 {
+            return bad(format!(
+                "flush_writes_in_flight = {} must be in 1..=64",
+                self.flush_writes_in_flight
+            ));
+        }
+        if self.preempt_interval < Duration::from_micros(50) || self.preempt_interval > Duration::from_millis(100) {
+            return bad(format!(
+                "preempt_interval = {:?} must be in [50 µs, 100 ms]",
+                self.preempt_interval
             ));
         }
         if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(60) {

@@ -83,7 +83,8 @@ impl Engine {
             let mut b = glommio::LocalExecutorBuilder::new(placement_kind)
                 .name(&format!("aof-shard-{id}"))
                 .io_memory(config.io_memory_bytes)
-                .ring_depth(config.ring_depth);
+                .ring_depth(config.ring_depth)
+                .preempt_timer(config.preempt_interval);
             if let Some(spin) = config.spin_before_park {
                 b = b.spin_before_park(spin);
             }

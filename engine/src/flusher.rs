@@ -10,16 +10,17 @@ use crate::log::Log;
 use crate::segment::{SealedSegment, Store};
 use crate::shard::ShardCore;
 use futures_lite::future;
-use glommio::io::{Directory, OpenOptions};
+use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 use glommio::timer::Timer;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
 enum Action {
     SealRolled,
-    Flush {
-        sync: bool,
-    },
+    /// Issue the next write of the active segment.
+    Flush,
+    /// fdatasync what is written.
     Sync,
     MakeSpare,
     /// Swap the spare in: by age, or because `roll` was asked for.
@@ -47,22 +48,22 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
         return Action::SealRolled;
     }
     let unflushed = i.active.unflushed_bytes() > 0 || i.active.spare_path.is_some() && i.active.record_count() > 0;
-    // With a sync in flight, the next one waits for it (it wakes the flusher when done); the
-    // bytes behind it may be written meanwhile, so the next sync finds them on disk.
-    let want_sync = !i.sync_in_flight && (i.want_synced > i.synced_upto || (closing && i.synced_upto < i.next_offset));
-    let sync_pending = i.sync_in_flight && (i.want_synced > i.synced_upto || closing);
     let age = i.unflushed_since.map(|t| t.elapsed());
-    if unflushed {
+    let can_issue = i.active.can_issue(cfg.flush_writes_in_flight);
+    if unflushed && can_issue {
         let due = i.want_written > i.written_upto
-            || want_sync
-            || sync_pending
+            || i.want_synced > i.synced_upto
             || closing
             || i.active.unflushed_bytes() >= cfg.flush_threshold_bytes
             || age.is_some_and(|a| a >= cfg.flush_interval);
         if due {
-            return Action::Flush { sync: want_sync };
+            return Action::Flush;
         }
-    } else if want_sync {
+    }
+    // One sync at a time, of what is written so far: a sync in flight wakes the flusher when
+    // done, and writes completed meanwhile are covered by the next one (group commit).
+    let want_sync = i.want_synced > i.synced_upto || closing && i.synced_upto < i.next_offset;
+    if want_sync && !i.sync_in_flight && i.written_upto > i.synced_upto {
         return Action::Sync;
     }
     if i.roll_requested && i.active.record_count() > 0 && !closing {
@@ -85,15 +86,21 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
             return Action::MakeSpare;
         }
     }
-    if closing && i.rolled.is_empty() && !i.spare_in_progress && !i.sync_in_flight {
+    let idle = !unflushed && i.active.inflight.is_empty() && !i.sync_in_flight && i.synced_upto >= i.next_offset;
+    if closing && idle && i.rolled.is_empty() && !i.spare_in_progress {
         return Action::Exit;
     }
-    let flush_in = age.filter(|_| unflushed).map(|a| cfg.flush_interval.saturating_sub(a));
+    // While writes block the next one, their completions wake the flusher; a due flush timer
+    // must not (a zero wait would spin without ever letting the reactor reap them).
+    let flush_in = age
+        .filter(|_| unflushed && can_issue)
+        .map(|a| cfg.flush_interval.saturating_sub(a));
     let wait = match (flush_in, aged.filter(|d| !d.is_zero())) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
     // A spare that failed (full disk) is retried when asked; until then nothing to poll for.
+    debug_assert!(wait.is_none_or(|d| !d.is_zero()), "a zero wait spins the flusher");
     Action::Wait(wait)
 }
 
@@ -121,7 +128,7 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
                 Ok(())
             }
             Action::SealRolled => seal_front(&log, &core).await,
-            Action::Flush { sync } => flush_active(&log, &core, sync).await,
+            Action::Flush => flush_active(&log, &core),
             Action::Sync => sync_active(&log, &core).await,
             Action::MakeSpare => {
                 // Preallocating a whole segment can take a while (fallocate runs on glommio's
@@ -149,62 +156,57 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
     log.changed.notify_all();
 }
 
-/// Writes the next chunk of unflushed bytes of the open segment with base `base`: everything
-/// if it fits in one write of `flush_threshold_bytes`, else that many whole blocks. Returns
-/// `Some(offset)` once the segment is written up to its end (records below `offset` are on
-/// disk), `None` after a partial chunk. Bounding each write keeps the copy into the DMA buffer
-/// short, so appends on this shard are never held up behind one huge write.
-async fn write_segment(log: &Log, core: &ShardCore, base: u64) -> Result<Option<u64>> {
+/// A write carved out of a segment's staged bytes, not yet submitted.
+struct Issued {
+    base: u64,
+    pos: u64,
+    buf: Rc<DmaBuffer>,
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    /// The file's spare name: it takes its real name before this (its first) write.
+    spare: Option<PathBuf>,
+}
+
+/// Carves the next write of the open segment with base `base` (see
+/// `ActiveSegment::issue_write`). Bounding each write keeps the copy into the DMA buffer
+/// short, so appends on this shard are never held up behind one huge write; several bounded
+/// writes in flight keep the device busy meanwhile.
+fn issue_write(log: &Log, core: &ShardCore, base: u64) -> Result<Issued> {
     let max_write = align_down(core.config.flush_threshold_bytes).max(BLOCK_SIZE);
-    let (file, path, spare, pos, buf, end, upto, old_disk_end) = {
-        let mut inner = log.inner.borrow_mut();
-        let Some(s) = inner.open_segment_mut(base) else {
-            return Err(Error::Corruption {
-                path: log.dir.clone(),
-                pos: 0,
-                detail: format!("segment {base} missing"),
-            });
-        };
-        debug_assert_eq!(s.stage_pos % BLOCK_SIZE, 0);
-        debug_assert!(s.inflight.is_none(), "one write per segment at a time");
-        let staged = s.end_pos - s.stage_pos;
-        let (len, end, upto) = if staged <= max_write {
-            (staged as usize, s.end_pos, Some(s.next_offset))
-        } else {
-            (max_write as usize, s.stage_pos + max_write, None)
-        };
-        let mut buf = s.file.alloc_dma_buffer(align_up(len as u64) as usize);
-        buf.as_bytes_mut()[..len].copy_from_slice(&s.staged()[..len]);
-        buf.as_bytes_mut()[len..].fill(0);
-        let pos = s.stage_pos;
-        // Whole blocks leave the buffer; a partial tail block stays, to be rewritten (extended)
-        // by the next write.
-        let new_stage = align_down(end);
-        s.staging_head += (new_stage - pos) as usize;
-        s.stage_pos = new_stage;
-        if s.staging_head >= 1 << 20 && s.staging_head * 2 >= s.staging.len() {
-            s.staging.drain(..s.staging_head);
-            s.staging_head = 0;
-        }
-        let buf = Rc::new(buf);
-        s.inflight = Some((pos, buf.clone()));
-        (
-            s.file.clone(),
-            s.path.clone(),
-            s.spare_path.take(),
-            pos,
-            buf,
-            end,
-            upto,
-            s.disk_end,
-        )
+    let mut inner = log.inner.borrow_mut();
+    let Some(s) = inner.open_segment_mut(base) else {
+        return Err(Error::Corruption {
+            path: log.dir.clone(),
+            pos: 0,
+            detail: format!("segment {base} missing"),
+        });
     };
-    if let Some(spare) = spare {
+    let overlapped = s.inflight.iter().any(|w| !w.done);
+    let (pos, buf) = s.issue_write(max_write);
+    if overlapped {
+        core.stats.borrow_mut().overlapped_writes += 1;
+    }
+    Ok(Issued {
+        base,
+        pos,
+        buf,
+        file: s.file.clone(),
+        path: s.path.clone(),
+        spare: s.spare_path.take(),
+    })
+}
+
+/// Performs an issued write, then retires it (with every completed write before it) and
+/// acknowledges the records that are now wholly on disk.
+async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
+    if let Some(spare) = &w.spare {
         // The file takes its real name before its first byte of data is written, so a record
-        // acknowledged as written is always found by recovery under the right name.
-        file.rename(&path)
+        // acknowledged as written is always found by recovery under the right name. Later
+        // writes may run meanwhile; none of them is retired before this one.
+        w.file
+            .rename(&w.path)
             .await
-            .map_err(|e| Error::glommio("rename spare segment", &spare, e))?;
+            .map_err(|e| Error::glommio("rename spare segment", spare, e))?;
         let dir = Directory::open(&log.dir)
             .await
             .map_err(|e| Error::glommio("open directory", &log.dir, e))?;
@@ -212,15 +214,16 @@ async fn write_segment(log: &Log, core: &ShardCore, base: u64) -> Result<Option<
             .await
             .map_err(|e| Error::glommio("fsync directory", &log.dir, e))?;
     }
-    let n = file
-        .write_rc_at(buf.clone(), pos)
+    let n = w
+        .file
+        .write_rc_at(w.buf.clone(), w.pos)
         .await
-        .map_err(|e| Error::glommio("write", &path, e))?;
-    if n != buf.len() {
+        .map_err(|e| Error::glommio("write", &w.path, e))?;
+    if n != w.buf.len() {
         return Err(Error::io(
             "write",
-            &path,
-            std::io::Error::other(format!("short write: {n} of {}", buf.len())),
+            &w.path,
+            std::io::Error::other(format!("short write: {n} of {}", w.buf.len())),
         ));
     }
     {
@@ -229,12 +232,10 @@ async fn write_segment(log: &Log, core: &ShardCore, base: u64) -> Result<Option<
         st.written_bytes += n as u64;
     }
     let mut inner = log.inner.borrow_mut();
-    if let Some(s) = inner.open_segment_mut(base) {
-        s.inflight = None;
-        debug_assert!(end >= s.disk_end);
-        s.disk_end = end;
-    }
-    let released = end - old_disk_end.max(BLOCK_SIZE);
+    let Some(s) = inner.open_segment_mut(w.base) else {
+        return Ok(()); // the log failed and was torn down meanwhile
+    };
+    let (released, upto) = s.complete_write(w.pos);
     core.unflushed.set(core.unflushed.get() - released);
     if let Some(upto) = upto {
         inner.written_upto = inner.written_upto.max(upto);
@@ -243,33 +244,29 @@ async fn write_segment(log: &Log, core: &ShardCore, base: u64) -> Result<Option<
     drop(inner);
     core.budget_freed.notify_all();
     log.changed.notify_all();
-    Ok(upto)
+    Ok(())
 }
 
-async fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>, sync: bool) -> Result<()> {
+/// Issues the next write of the active segment and runs it in its own task, so the flusher
+/// can issue the next one (up to `flush_writes_in_flight`) or start a sync meanwhile.
+fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     let base = log.inner.borrow().active.base_offset;
-    let Some(upto) = write_segment(log, core, base).await? else {
-        // More chunks to go; the next round writes them (and syncs after the last).
-        return Ok(());
-    };
+    let w = issue_write(log, core, base)?;
     {
         let mut i = log.inner.borrow_mut();
-        let idle = i.open_segment(base).is_some_and(|s| s.unflushed_bytes() == 0);
-        if idle && i.active.base_offset == base {
+        if i.active.unflushed_bytes() == 0 {
             i.unflushed_since = None;
         }
     }
-    if sync {
-        // Overlap only pays when there is something to write meanwhile; otherwise the hop to
-        // another task would only add to a lone writer's latency.
-        let more = log.inner.borrow().active.unflushed_bytes() > 0;
-        if more {
-            start_sync(log, core, base, upto);
-        } else {
-            fdatasync_segment(log, core, base).await?;
-            mark_synced(log, upto);
+    let (log, core) = (log.clone(), core.clone());
+    glommio::spawn_local(async move {
+        if let Err(e) = perform(&log, &core, w).await {
+            log.fail(&e);
+            core.budget_freed.notify_all();
         }
-    }
+        log.flusher_wake.notify_all();
+    })
+    .detach();
     Ok(())
 }
 
@@ -301,12 +298,19 @@ fn start_sync(log: &Rc<Log>, core: &Rc<ShardCore>, base: u64, upto: u64) {
     .detach();
 }
 
-/// Syncs what is already written of the active segment (nothing is left to write).
-async fn sync_active(log: &Log, core: &ShardCore) -> Result<()> {
-    let (base, upto) = {
+/// Syncs what is written of the active segment: in its own task if writes are still going
+/// on (the sync then overlaps them), inline for a lone writer (a hop to another task would
+/// only add to its latency).
+async fn sync_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
+    let (base, upto, busy) = {
         let i = log.inner.borrow();
-        (i.active.base_offset, i.written_upto)
+        let busy = i.active.unflushed_bytes() > 0 || !i.active.inflight.is_empty();
+        (i.active.base_offset, i.written_upto, busy)
     };
+    if busy {
+        start_sync(log, core, base, upto);
+        return Ok(());
+    }
     fdatasync_segment(log, core, base).await?;
     mark_synced(log, upto);
     Ok(())
@@ -339,13 +343,27 @@ fn mark_synced(log: &Log, upto: u64) {
 /// and then those of the next segment, can be acknowledged; the seal itself (index, trailer,
 /// trim, sync) is written by a separate task so it never holds up the active segment.
 async fn seal_front(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
-    let (base, needs_write) = {
+    let (base, needs_write, writing) = {
         let i = log.inner.borrow();
         let s = i.rolled.iter().find(|s| !s.seal_started).expect("rolled segment");
-        (s.base_offset, s.unflushed_bytes() > 0 || s.spare_path.is_some())
+        let needs_write = s.unflushed_bytes() > 0 || s.spare_path.is_some() && s.record_count() > 0;
+        (s.base_offset, needs_write, !s.inflight.is_empty())
     };
-    if needs_write && write_segment(log, core, base).await?.is_none() {
-        return Ok(()); // more chunks first
+    if writing {
+        // Writes issued while it was active are still running; each wakes the flusher.
+        log.flusher_wake
+            .wait_for(|| {
+                let i = log.inner.borrow();
+                let idle = i.open_segment(base).is_none_or(|s| s.inflight.is_empty());
+                (idle || i.failed.is_some()).then_some(())
+            })
+            .await;
+        return Ok(());
+    }
+    if needs_write {
+        let w = issue_write(log, core, base)?;
+        perform(log, core, w).await?;
+        return Ok(()); // the next round writes more, or syncs
     }
     fdatasync_segment(log, core, base).await?;
     let next = {

@@ -5,19 +5,39 @@ use crate::error::{Error, Result};
 use crate::format::frame;
 use crate::format::scan::IndexBuilder;
 use crate::format::segment::IndexEntry;
+use crate::format::segment::{align_down, align_up};
 use crate::format::tier1::{Codec, FrameEntry};
-use crate::limits::FRAME_HEADER_BYTES;
+use crate::limits::{BLOCK_SIZE, FRAME_HEADER_BYTES};
 use crate::record::Record;
 use glommio::io::{DmaBuffer, DmaFile};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
+/// One O_DIRECT write of a segment, from its issue until it is retired in file order.
+pub struct Write {
+    pub pos: u64,
+    /// Where its data ends; mid-block for the write that carries a partial tail block.
+    pub end: u64,
+    /// A copy of the bytes, kept for readers until the write is retired.
+    pub buf: Rc<DmaBuffer>,
+    /// Set on the write that reached `end_pos` when it was issued: once it and every write
+    /// before it have completed, records below this offset are on disk.
+    pub upto: Option<u64>,
+    pub done: bool,
+}
+
 /// The segment being appended to.
 ///
 /// Bytes `[stage_pos, end_pos)` are in `staging`; `[BLOCK_SIZE or 0, disk_end)` are on disk;
-/// a write in flight covers `[inflight_pos, inflight_pos + inflight.len())`. Together they
-/// cover the whole segment, so a reader always finds a record somewhere.
+/// the writes in flight cover `[inflight[0].pos, inflight.back().end)`. Together they cover the
+/// whole segment, so a reader always finds a record somewhere.
+///
+/// Several writes may be in flight; they complete in any order and are retired in file order,
+/// so `disk_end` only grows over a prefix that is wholly on disk. A write whose data ends
+/// mid-block is rewritten (extended) by the next one, so no write is issued while such a write
+/// is still running: two writes of the same block in flight could land in either order.
 pub struct ActiveSegment {
     pub base_offset: u64,
     pub path: PathBuf,
@@ -32,7 +52,7 @@ pub struct ActiveSegment {
     /// lazily, so a large backlog is never shifted once per write).
     pub staging_head: usize,
     pub disk_end: u64,
-    pub inflight: Option<(u64, Rc<DmaBuffer>)>,
+    pub inflight: VecDeque<Write>,
     pub index: IndexBuilder,
     pub data_crc: u32,
     pub first_timestamp_ns: u64,
@@ -56,8 +76,78 @@ impl ActiveSegment {
         &self.staging[self.staging_head..]
     }
 
+    /// Bytes appended and not yet part of any write.
     pub fn unflushed_bytes(&self) -> u64 {
-        self.end_pos - self.disk_end.max(self.stage_pos)
+        let issued = self.inflight.back().map_or(0, |w| w.end);
+        self.end_pos - self.disk_end.max(self.stage_pos).max(issued)
+    }
+
+    /// True if another write may start now: fewer than `max` are unretired and none that
+    /// ends mid-block is still running (the next write rewrites that block).
+    pub fn can_issue(&self, max: usize) -> bool {
+        self.inflight.len() < max && !self.inflight.iter().any(|w| !w.done && w.end % BLOCK_SIZE != 0)
+    }
+
+    /// Carves the next write out of the staged bytes: all of them if they fit in `max_write`
+    /// (a multiple of the block size), else `max_write` bytes of whole blocks. The bytes are
+    /// copied into a DMA buffer (zero-padded to a whole block); whole blocks leave `staging`,
+    /// a partial tail block stays there to be rewritten by the next write.
+    pub fn issue_write(&mut self, max_write: u64) -> (u64, Rc<DmaBuffer>) {
+        debug_assert_eq!(self.stage_pos % BLOCK_SIZE, 0);
+        debug_assert_eq!(max_write % BLOCK_SIZE, 0);
+        debug_assert!(self.unflushed_bytes() > 0 || self.spare_path.is_some());
+        let staged = self.end_pos - self.stage_pos;
+        let (len, end, upto) = if staged <= max_write {
+            (staged as usize, self.end_pos, Some(self.next_offset))
+        } else {
+            (max_write as usize, self.stage_pos + max_write, None)
+        };
+        let mut buf = self.file.alloc_dma_buffer(align_up(len as u64) as usize);
+        buf.as_bytes_mut()[..len].copy_from_slice(&self.staged()[..len]);
+        buf.as_bytes_mut()[len..].fill(0);
+        let pos = self.stage_pos;
+        let new_stage = align_down(end);
+        self.staging_head += (new_stage - pos) as usize;
+        self.stage_pos = new_stage;
+        if self.staging_head >= 1 << 20 && self.staging_head * 2 >= self.staging.len() {
+            self.staging.drain(..self.staging_head);
+            self.staging_head = 0;
+        }
+        let buf = Rc::new(buf);
+        debug_assert!(self
+            .inflight
+            .back()
+            .is_none_or(|w| w.end <= end && align_down(w.end) <= pos));
+        self.inflight.push_back(Write {
+            pos,
+            end,
+            buf: buf.clone(),
+            upto,
+            done: false,
+        });
+        (pos, buf)
+    }
+
+    /// Marks the write at `pos` complete and retires every completed write at the front.
+    /// Returns the bytes newly on disk and the highest record offset now wholly on disk, if
+    /// a retired write carried one.
+    pub fn complete_write(&mut self, pos: u64) -> (u64, Option<u64>) {
+        let w = self.inflight.iter_mut().find(|w| w.pos == pos && !w.done);
+        debug_assert!(w.is_some(), "completed write {pos} is in flight");
+        if let Some(w) = w {
+            w.done = true;
+        }
+        let old_end = self.disk_end;
+        let mut upto = None;
+        while self.inflight.front().is_some_and(|w| w.done) {
+            let Some(w) = self.inflight.pop_front() else { break };
+            debug_assert!(w.end >= self.disk_end);
+            self.disk_end = w.end;
+            upto = w.upto.or(upto);
+        }
+        // The header block is not data: it never counted as unflushed.
+        let released = self.disk_end.saturating_sub(old_end.max(BLOCK_SIZE));
+        (released, upto)
     }
 
     /// True if `frames_len` more bytes of frames fit under the segment size.
@@ -79,21 +169,18 @@ impl ActiveSegment {
             let s = self.staging_head + (pos - self.stage_pos) as usize;
             return Some(self.staging[s..s + len].to_vec());
         }
-        if let Some((ipos, buf)) = &self.inflight {
-            if pos >= *ipos && end <= ipos + buf.len() as u64 {
-                let s = (pos - ipos) as usize;
-                return Some(buf.as_bytes()[s..s + len].to_vec());
-            }
-        }
-        None
+        // A block rewritten by a later write has the same bytes in both (frames are only
+        // appended), so any write holding the whole range will do.
+        let w = self.inflight.iter().find(|w| pos >= w.pos && end <= w.end)?;
+        let s = (pos - w.pos) as usize;
+        Some(w.buf.as_bytes()[s..s + len].to_vec())
     }
 
     /// Lowest file position held in memory; bytes below it are on disk and final.
     pub fn memory_floor(&self) -> u64 {
-        match &self.inflight {
-            Some((ipos, _)) => (*ipos).min(self.stage_pos),
-            None => self.stage_pos,
-        }
+        self.inflight
+            .front()
+            .map_or(self.stage_pos, |w| w.pos.min(self.stage_pos))
     }
 }
 

@@ -112,6 +112,13 @@ struct WorkloadArgs {
     /// write buffer that other tasks on the shard wait behind.
     #[arg(long)]
     flush_threshold_kib: Option<u64>,
+    /// Writes of one log in flight at once (`Config::flush_writes_in_flight`, default 4).
+    #[arg(long)]
+    writes_in_flight: Option<usize>,
+    /// How long a shard runs tasks between trips to its io_uring, in µs
+    /// (`Config::preempt_interval`, default 1000).
+    #[arg(long)]
+    preempt_us: Option<u64>,
 }
 
 fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
@@ -138,6 +145,8 @@ impl WorkloadArgs {
             compress: !self.no_compress,
             compression: self.compression,
             flush_threshold_kib: self.flush_threshold_kib,
+            writes_in_flight: self.writes_in_flight,
+            preempt_us: self.preempt_us,
             backlog_compressed: false,
             tier2: false,
         }
@@ -363,6 +372,8 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             no_compress: false,
             compression: aof_engine::Profile::Balanced,
             flush_threshold_kib: None,
+            writes_in_flight: None,
+            preempt_us: None,
         }
         .spec(label)
     };

@@ -188,6 +188,8 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         backlog_compressed: true,
         tier2: true,
         flush_threshold_kib: None,
+        writes_in_flight: None,
+        preempt_us: None,
     };
     eprintln!("[2/{steps}] appends, bridge idle");
     let idle = workload::run(dir, &spec("synced 1 KiB x16, Tier1 backlog, bridge idle"))?;

@@ -114,6 +114,12 @@ pub struct Spec {
     pub tier2: bool,
     /// `Config::flush_threshold_bytes` (the largest single write) in KiB; `None` = default.
     pub flush_threshold_kib: Option<u64>,
+    /// `Config::flush_writes_in_flight`; `None` = default.
+    #[serde(default)]
+    pub writes_in_flight: Option<usize>,
+    /// `Config::preempt_interval` in µs; `None` = default.
+    #[serde(default)]
+    pub preempt_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -217,6 +223,12 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
         // Room in the registered DMA pool for a few writes of that size: buffers that do not
         // fit there come from the heap, and that cost ~20 % of batched Synced bandwidth here.
         c.io_memory_bytes = c.io_memory_bytes.max((4 * kib as usize) << 10);
+    }
+    if let Some(n) = spec.writes_in_flight {
+        c.flush_writes_in_flight = n;
+    }
+    if let Some(us) = spec.preempt_us {
+        c.preempt_interval = Duration::from_micros(us);
     }
     c
 }
