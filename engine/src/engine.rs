@@ -103,7 +103,9 @@ impl Engine {
                 }
                 // The inbox runs in the default task queue. A `Latency::Matters` queue was
                 // tried: with glommio 0.9 it stalled group-commit workloads indefinitely
-                // (tasks it woke in another queue never ran), so it is not offered.
+                // (tasks it woke in another queue never ran), so it is not offered. That was
+                // most likely the executor bug now patched in `third_party/glommio` (a short
+                // preemption period let it park with runnable queues); not retried since.
                 serve_mailbox(core.clone()).await;
                 core.close().await
             });

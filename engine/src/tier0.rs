@@ -5,8 +5,9 @@
 //! hot bytes. Writers come first. Hot bytes may use only what writers leave, minus one flush
 //! of headroom, so as write buffers fill, hot bytes are dropped (oldest first; they are copies
 //! of data safe on disk) before any writer feels backpressure, and the two together never pass
-//! the budget. The flush in flight (at most `flush_threshold_bytes`, a copy of staged bytes)
-//! is the one write buffer by which memory may exceed the budget.
+//! the budget. Writes in flight (up to `flush_writes_in_flight` per log, each at most
+//! `flush_threshold_bytes`, copies of staged bytes) are the write buffers by which memory may
+//! exceed the budget.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
