@@ -47,6 +47,16 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     if i.rolled.iter().any(|s| !s.seal_started) {
         return Action::SealRolled;
     }
+    // One sync at a time, of what is written so far: a sync in flight wakes the flusher when
+    // done, and writes completed meanwhile are covered by the next one (group commit). It
+    // comes before the next flush: with no write in flight it runs inline, so records staged
+    // meanwhile join one later group instead of splitting producers into two half-size groups
+    // that take turns (measured: 16 Synced 1 KiB producers, 43k rec/s flush-first, 58k before
+    // the writes-in-flight change).
+    let want_sync = i.want_synced > i.synced_upto || closing && i.synced_upto < i.next_offset;
+    if want_sync && !i.sync_in_flight && i.written_upto > i.synced_upto {
+        return Action::Sync;
+    }
     let unflushed = i.active.unflushed_bytes() > 0 || i.active.spare_path.is_some() && i.active.record_count() > 0;
     let age = i.unflushed_since.map(|t| t.elapsed());
     let can_issue = i.active.can_issue(cfg.flush_writes_in_flight);
@@ -59,12 +69,6 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
         if due {
             return Action::Flush;
         }
-    }
-    // One sync at a time, of what is written so far: a sync in flight wakes the flusher when
-    // done, and writes completed meanwhile are covered by the next one (group commit).
-    let want_sync = i.want_synced > i.synced_upto || closing && i.synced_upto < i.next_offset;
-    if want_sync && !i.sync_in_flight && i.written_upto > i.synced_upto {
-        return Action::Sync;
     }
     if i.roll_requested && i.active.record_count() > 0 && !closing {
         if i.spare.is_some() {
@@ -304,7 +308,7 @@ fn start_sync(log: &Rc<Log>, core: &Rc<ShardCore>, base: u64, upto: u64) {
 async fn sync_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     let (base, upto, busy) = {
         let i = log.inner.borrow();
-        let busy = i.active.unflushed_bytes() > 0 || !i.active.inflight.is_empty();
+        let busy = !i.active.inflight.is_empty();
         (i.active.base_offset, i.written_upto, busy)
     };
     if busy {

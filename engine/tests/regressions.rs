@@ -220,9 +220,12 @@ fn sync_waits_never_hang_under_many_concurrent_writers() {
 
 /// Many Synced writers on one log: the flusher writes group n+1 while group n's fdatasync runs
 /// in its own task. Every acknowledgment is for a dense, correct record, and all of them are
-/// there after a restart.
+/// there after a restart. A sync overlaps only writes still in flight, and a write that ends
+/// mid-block holds the next one back, so every record here frames to exactly one block.
 #[test]
 fn pipelined_syncs_acknowledge_every_record_exactly_once() {
+    const BLOCK_PAYLOAD: usize = 4096 - 40;
+    assert_eq!(aof_engine::format::frame::frame_len(BLOCK_PAYLOAD), 4096);
     let dir = tempdir("reg-pipelined");
     let e = start(small_config(&dir, 1));
     let h = e.handle();
@@ -234,7 +237,7 @@ fn pipelined_syncs_acknowledge_every_record_exactly_once() {
                 sc.spawn(move || {
                     (0..150u64)
                         .map(|i| {
-                            let p = payload(t, i, 1500 + (i as usize * 7 + t) % 1200);
+                            let p = payload(t, i, BLOCK_PAYLOAD);
                             let off = h.append("p", p, Durability::Synced).wait_timeout(T).unwrap();
                             (off, t, i)
                         })
@@ -261,7 +264,7 @@ fn pipelined_syncs_acknowledge_every_record_exactly_once() {
     assert_eq!(got.len(), by_off.len());
     for r in got {
         let (t, i) = by_off[&r.offset];
-        assert_eq!(r.payload, payload(t, i, 1500 + (i as usize * 7 + t) % 1200));
+        assert_eq!(r.payload, payload(t, i, BLOCK_PAYLOAD));
     }
     e.close().unwrap();
 }
