@@ -132,7 +132,7 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
                 Ok(())
             }
             Action::SealRolled => seal_front(&log, &core).await,
-            Action::Flush => flush_active(&log, &core),
+            Action::Flush => flush_active(&log, &core).await,
             Action::Sync => sync_active(&log, &core).await,
             Action::MakeSpare => {
                 // Preallocating a whole segment can take a while (fallocate runs on glommio's
@@ -252,15 +252,22 @@ async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
 }
 
 /// Issues the next write of the active segment and runs it in its own task, so the flusher
-/// can issue the next one (up to `flush_writes_in_flight`) or start a sync meanwhile.
-fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
+/// can issue the next one (up to `flush_writes_in_flight`) or start a sync meanwhile. A write
+/// that is alone and ends mid-block runs inline instead: nothing can be issued until it
+/// completes, and the hop to a task and back would only delay the sync waiting for it
+/// (measured: Synced 1 KiB from 16 foreign threads, 23k rec/s with the hop).
+async fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     let base = log.inner.borrow().active.base_offset;
     let w = issue_write(log, core, base)?;
-    {
+    let alone = {
         let mut i = log.inner.borrow_mut();
         if i.active.unflushed_bytes() == 0 {
             i.unflushed_since = None;
         }
+        i.active.inflight.len() == 1 && !i.active.can_issue(core.config.flush_writes_in_flight)
+    };
+    if alone {
+        return perform(log, core, w).await;
     }
     let (log, core) = (log.clone(), core.clone());
     glommio::spawn_local(async move {
@@ -308,7 +315,7 @@ fn start_sync(log: &Rc<Log>, core: &Rc<ShardCore>, base: u64, upto: u64) {
 async fn sync_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     let (base, upto, busy) = {
         let i = log.inner.borrow();
-        let busy = !i.active.inflight.is_empty();
+        let busy = i.active.unflushed_bytes() > 0 || !i.active.inflight.is_empty();
         (i.active.base_offset, i.written_upto, busy)
     };
     if busy {
