@@ -4,6 +4,7 @@
 //! baseline measured in the same run: absolute numbers on shared machines are noise.
 
 mod baseline;
+mod cores;
 mod device;
 mod report;
 mod tier2;
@@ -397,6 +398,8 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     println!("## Device\n\n{}", device_table(&dev).markdown());
     let dev_bw = dev.seq_write.iter().map(|b| b.mb_per_s).fold(0.0, f64::max);
     let dev_sync_p99 = dev.write_fdatasync_4k_latency.p99_us;
+    let machine_scaling = cores::scaling(2, Duration::from_millis(500));
+    println!("Machine: a CPU-bound loop on 2 pinned threads does {machine_scaling:.2}x one thread's work.\n");
 
     let mut runs: Vec<RunResult> = Vec::new();
     let total = 16;
@@ -568,7 +571,10 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         "2 shards / 1 shard, Memory, CPU-bound",
         r,
         Goal::AtLeast(1.8),
-        format!("{:.0} vs {:.0} rec/s", max2.records_per_s, max1.records_per_s),
+        format!(
+            "{:.0} vs {:.0} rec/s; the machine's 2-core scaling of a CPU-bound loop in this run: {:.2}",
+            max2.records_per_s, max1.records_per_s, machine_scaling
+        ),
     );
     let compressed_mib = c_busy.engine.iter().map(|e| e.compress_in_bytes).sum::<u64>() as f64 / (1 << 20) as f64;
     let r = c_busy.latency.p99_us / c_idle.latency.p99_us;
