@@ -282,21 +282,26 @@ fn device_table(d: &device::DeviceResult) -> Table {
     for b in &d.seq_write {
         t.row(vec![
             format!(
-                "sequential O_DIRECT write, {} KiB blocks, depth {}",
+                "sequential O_DIRECT write, {} KiB blocks, depth {}, {}",
                 b.block_bytes / 1024,
-                b.depth
+                b.depth,
+                if b.overwrite {
+                    "over written blocks"
+                } else {
+                    "into preallocated blocks"
+                }
             ),
             format!("{:.0} MB/s ({:.0} IOPS)", b.mb_per_s, b.iops),
         ]);
     }
     let w = &d.write_4k_latency;
     t.row(vec![
-        "4 KiB O_DIRECT write, depth 1".into(),
+        "4 KiB O_DIRECT write, depth 1, into preallocated blocks".into(),
         format!("p50 {:.0} µs, p99 {:.0} µs", w.p50_us, w.p99_us),
     ]);
     let s = &d.write_fdatasync_4k_latency;
     t.row(vec![
-        "4 KiB write + fdatasync, depth 1".into(),
+        "4 KiB write + fdatasync, depth 1, over written blocks".into(),
         format!(
             "{:.0}/s; p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
             d.fdatasyncs_per_s, s.p50_us, s.p99_us, s.p999_us
@@ -396,7 +401,15 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     }
     let dev: device::DeviceResult = serde_json::from_str(&std::fs::read_to_string(out.join("device.json"))?)?;
     println!("## Device\n\n{}", device_table(&dev).markdown());
+    // The device's limit is its best sequential figure, which is over written blocks; the
+    // engine writes into preallocated ones, so that figure is reported beside it.
     let dev_bw = dev.seq_write.iter().map(|b| b.mb_per_s).fold(0.0, f64::max);
+    let dev_bw_fresh = dev
+        .seq_write
+        .iter()
+        .filter(|b| !b.overwrite)
+        .map(|b| b.mb_per_s)
+        .fold(0.0, f64::max);
     let dev_sync_p99 = dev.write_fdatasync_4k_latency.p99_us;
     let machine_scaling = cores::scaling(2, Duration::from_millis(500));
     println!("Machine: a CPU-bound loop on 2 pinned threads does {machine_scaling:.2}x one thread's work.\n");
@@ -512,8 +525,8 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         r,
         Goal::AtLeast(0.85),
         format!(
-            "{:.0} of {:.0} MB/s with batches of 16; {:.0} MB/s with single records",
-            b4k.mb_per_s, dev_bw, s4k.mb_per_s
+            "{:.0} of {:.0} MB/s with batches of 16; {:.0} MB/s with single records; {:.2} of the {:.0} MB/s the device does into preallocated blocks",
+            b4k.mb_per_s, dev_bw, s4k.mb_per_s, b4k.mb_per_s / dev_bw_fresh, dev_bw_fresh
         ),
     );
     let r = b1k.mb_per_s / dev_bw;
@@ -522,8 +535,8 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         r,
         Goal::AtLeast(0.70),
         format!(
-            "{:.0} of {:.0} MB/s with batches of 64; {:.0} MB/s with single records",
-            b1k.mb_per_s, dev_bw, s1k.mb_per_s
+            "{:.0} of {:.0} MB/s with batches of 64; {:.0} MB/s with single records; {:.2} of the {:.0} MB/s the device does into preallocated blocks",
+            b1k.mb_per_s, dev_bw, s1k.mb_per_s, b1k.mb_per_s / dev_bw_fresh, dev_bw_fresh
         ),
     );
     let r = s1.latency.p99_us / dev_sync_p99;
