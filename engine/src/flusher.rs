@@ -62,7 +62,7 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     let can_issue = i.active.can_issue(cfg.flush_writes_in_flight);
     if unflushed && can_issue {
         let due = i.want_written > i.written_upto
-            || i.want_synced > i.synced_upto
+            || want_sync
             || closing
             || i.active.unflushed_bytes() >= cfg.flush_threshold_bytes
             || age.is_some_and(|a| a >= cfg.flush_interval);
@@ -151,13 +151,19 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
             }
         };
         if let Err(e) = result {
-            log.fail(&e);
-            core.budget_freed.notify_all();
+            fail(&log, &core, &e);
             break;
         }
     }
     log.inner.borrow_mut().flusher_exited = true;
     log.changed.notify_all();
+}
+
+/// Fails the log after an I/O error in the flusher or one of its write or sync tasks, and
+/// wakes appends waiting for budget so they see the failure instead of waiting on.
+fn fail(log: &Log, core: &ShardCore, e: &Error) {
+    log.fail(e);
+    core.budget_freed.notify_all();
 }
 
 /// A write carved out of a segment's staged bytes, not yet submitted.
@@ -272,8 +278,7 @@ async fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     let (log, core) = (log.clone(), core.clone());
     glommio::spawn_local(async move {
         if let Err(e) = perform(&log, &core, w).await {
-            log.fail(&e);
-            core.budget_freed.notify_all();
+            fail(&log, &core, &e);
         }
         log.flusher_wake.notify_all();
     })
@@ -299,10 +304,7 @@ fn start_sync(log: &Rc<Log>, core: &Rc<ShardCore>, base: u64, upto: u64) {
         log.inner.borrow_mut().sync_in_flight = false;
         match result {
             Ok(()) => mark_synced(&log, upto),
-            Err(e) => {
-                log.fail(&e);
-                core.budget_freed.notify_all();
-            }
+            Err(e) => fail(&log, &core, &e),
         }
         log.flusher_wake.notify_all();
     })

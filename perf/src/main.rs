@@ -117,7 +117,7 @@ struct WorkloadArgs {
     #[arg(long)]
     writes_in_flight: Option<usize>,
     /// How long a shard runs tasks between trips to its io_uring, in µs
-    /// (`Config::preempt_interval`, default 1000).
+    /// (`Config::preempt_interval`, default 250).
     #[arg(long)]
     preempt_us: Option<u64>,
 }
