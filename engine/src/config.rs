@@ -141,10 +141,12 @@ pub struct Config {
     /// others (glommio's preemption timer, 100 ms by default there). Default 250 µs: measured
     /// against 100 ms, a `Memory` producer at half load had p99 0.1 ms instead of 6 ms, a
     /// foreign request to a shard busy with CPU work waited 0.5 ms instead of 200 ms, and
-    /// maximum throughput did not change; Synced appends lost 5-15 % (16 producers of 1 KiB:
-    /// 52-55k against 57-58k rec/s on-shard, 27-28k against 31k from foreign threads); below
-    /// ~100 µs the switches start to cost. Above 2 ms a `Memory` producer that is ahead of
-    /// the flusher sleeps 1 µs instead of yielding (see `Log::append`).
+    /// maximum throughput did not change. The period was a kernel timeout armed on every
+    /// return to the ring, which cost Synced appends 5-15 %; with the vendored glommio's
+    /// clock deadline (`third_party/README.md`, patch 2) that cost is gone (16 producers of
+    /// 1 KiB: 58k rec/s on-shard, 34k from foreign threads, against 57-58k and 31k at 100 ms).
+    /// Above 2 ms a `Memory` producer that is ahead of the flusher sleeps 1 µs instead of
+    /// yielding (see `Log::append`).
     pub preempt_interval: Duration,
     /// Recompress sealed segments into Tier1 files. Default `true`. With `false` sealed
     /// segments stay as they were written.

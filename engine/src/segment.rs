@@ -28,6 +28,16 @@ pub struct Write {
     pub done: bool,
 }
 
+/// The next write of a segment, planned but not yet in flight (see `plan_write`).
+#[derive(Debug, Clone, Copy)]
+pub struct WritePlan {
+    pub pos: u64,
+    /// Bytes of data, from `pos`; the write is this rounded up to whole blocks.
+    pub len: usize,
+    pub end: u64,
+    pub upto: Option<u64>,
+}
+
 /// The segment being appended to.
 ///
 /// Bytes `[stage_pos, end_pos)` are in `staging`; `[BLOCK_SIZE or 0, disk_end)` are on disk;
@@ -88,11 +98,11 @@ impl ActiveSegment {
         self.inflight.len() < max && !self.inflight.iter().any(|w| !w.done && w.end % BLOCK_SIZE != 0)
     }
 
-    /// Carves the next write out of the staged bytes: all of them if they fit in `max_write`
-    /// (a multiple of the block size), else `max_write` bytes of whole blocks. The bytes are
-    /// copied into a DMA buffer (zero-padded to a whole block); whole blocks leave `staging`,
-    /// a partial tail block stays there to be rewritten by the next write.
-    pub fn issue_write(&mut self, max_write: u64) -> (u64, Rc<DmaBuffer>) {
+    /// Plans the next write out of the staged bytes: all of them if they fit in `max_write`
+    /// (a multiple of the block size), else `max_write` bytes of whole blocks. Nothing changes
+    /// until `commit_write`; meanwhile the caller copies `staged()[..len]` into a DMA buffer,
+    /// in steps (appends may add bytes behind it; nothing else moves the staged front).
+    pub fn plan_write(&self, max_write: u64) -> WritePlan {
         debug_assert_eq!(self.stage_pos % BLOCK_SIZE, 0);
         debug_assert_eq!(max_write % BLOCK_SIZE, 0);
         debug_assert!(self.unflushed_bytes() > 0 || self.spare_path.is_some());
@@ -102,12 +112,23 @@ impl ActiveSegment {
         } else {
             (max_write as usize, self.stage_pos + max_write, None)
         };
-        let mut buf = self.file.alloc_dma_buffer(align_up(len as u64) as usize);
-        buf.as_bytes_mut()[..len].copy_from_slice(&self.staged()[..len]);
-        buf.as_bytes_mut()[len..].fill(0);
-        let pos = self.stage_pos;
-        let new_stage = align_down(end);
-        self.staging_head += (new_stage - pos) as usize;
+        WritePlan {
+            pos: self.stage_pos,
+            len,
+            end,
+            upto,
+        }
+    }
+
+    /// Puts a planned write, its bytes copied into `buf` (zero-padded to a whole block), in
+    /// flight: whole blocks leave `staging`, a partial tail block stays there to be rewritten
+    /// by the next write.
+    pub fn commit_write(&mut self, plan: WritePlan, buf: DmaBuffer) -> Rc<DmaBuffer> {
+        debug_assert_eq!(plan.pos, self.stage_pos, "nothing else moved the staged front");
+        debug_assert_eq!(buf.len() as u64, align_up(plan.len as u64));
+        debug_assert!(buf.as_bytes()[..plan.len] == self.staged()[..plan.len]);
+        let new_stage = align_down(plan.end);
+        self.staging_head += (new_stage - plan.pos) as usize;
         self.stage_pos = new_stage;
         if self.staging_head >= 1 << 20 && self.staging_head * 2 >= self.staging.len() {
             self.staging.drain(..self.staging_head);
@@ -117,15 +138,15 @@ impl ActiveSegment {
         debug_assert!(self
             .inflight
             .back()
-            .is_none_or(|w| w.end <= end && align_down(w.end) <= pos));
+            .is_none_or(|w| w.end <= plan.end && align_down(w.end) <= plan.pos));
         self.inflight.push_back(Write {
-            pos,
-            end,
+            pos: plan.pos,
+            end: plan.end,
             buf: buf.clone(),
-            upto,
+            upto: plan.upto,
             done: false,
         });
-        (pos, buf)
+        buf
     }
 
     /// Marks the write at `pos` complete and retires every completed write at the front.

@@ -37,7 +37,7 @@ fn rate(threads: usize, dur: Duration) -> f64 {
     total as f64 / t.elapsed().as_secs_f64()
 }
 
-fn pin(cpu: usize) {
+pub fn pin(cpu: usize) {
     // SAFETY: `set` is a zeroed cpu_set_t owned by this frame; CPU_SET writes one bit of it
     // and sched_setaffinity(0, ..) only reads it. Failure leaves the thread unpinned, which
     // only makes the measurement less exact.
