@@ -320,6 +320,37 @@ struct Shared {
     counter: Arc<AtomicU64>,
 }
 
+/// A producer's count of measured records, published to the progress counter in steps: one
+/// atomic shared by producers on different cores, added to per record, moved its cache line
+/// between the cores millions of times a second and cost two Memory shards ~20 % of their
+/// throughput (2 shards / 1 shard 1.55-1.64 with it).
+struct Tally<'a> {
+    shared: &'a AtomicU64,
+    unpublished: u64,
+}
+
+impl<'a> Tally<'a> {
+    const STEP: u64 = 4096;
+
+    fn new(shared: &'a AtomicU64) -> Self {
+        Tally { shared, unpublished: 0 }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.unpublished += n;
+        if self.unpublished >= Self::STEP {
+            self.shared
+                .fetch_add(std::mem::take(&mut self.unpublished), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.shared.fetch_add(self.unpublished, Ordering::Relaxed);
+    }
+}
+
 /// Runs one workload against a fresh engine in `dir`.
 pub fn run(dir: &Path, spec: &Spec) -> Result<RunResult, aof_engine::Error> {
     run_with(dir, spec, &|_| None)
@@ -463,6 +494,7 @@ fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f6
                     let seed = (li * 1000 + p) as u64;
                     let mut buf = vec![0xA5u8; spec.size.max];
                     let mut k = 0u64;
+                    let mut tally = Tally::new(&sh.counter);
                     while let Some(intended) = send_time(sh.start, sh.end, rate, k) {
                         if rate.is_some() {
                             sleep_until(intended).await;
@@ -482,7 +514,7 @@ fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f6
                             hist.borrow_mut()
                                 .saturating_record(done.duration_since(intended).as_nanos() as u64);
                             *count.borrow_mut() += spec.batch.max(1) as u64;
-                            sh.counter.fetch_add(spec.batch.max(1) as u64, Ordering::Relaxed);
+                            tally.add(spec.batch.max(1) as u64);
                         }
                         k += 1;
                         if rate.is_none() && k.is_multiple_of(64) {
@@ -522,6 +554,7 @@ fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Opti
                     let mut count = 0u64;
                     let seed = (li * 1000 + p) as u64;
                     let mut k = 0u64;
+                    let mut tally = Tally::new(&sh.counter);
                     while let Some(intended) = send_time(sh.start, sh.end, rate, k) {
                         while Instant::now() < intended {
                             let left = intended - Instant::now();
@@ -543,7 +576,7 @@ fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Opti
                         if done >= sh.measure_from && intended < sh.end {
                             hist.saturating_record(done.duration_since(intended).as_nanos() as u64);
                             count += spec.batch.max(1) as u64;
-                            sh.counter.fetch_add(spec.batch.max(1) as u64, Ordering::Relaxed);
+                            tally.add(spec.batch.max(1) as u64);
                         }
                         k += 1;
                     }
