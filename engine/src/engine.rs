@@ -75,7 +75,13 @@ impl Engine {
         for id in 0..shards {
             let mailbox = Arc::new(Mailbox::new(config.inbox_capacity));
             let (tx, rx) = oneshot::channel::<Result<(Vec<RecoveryReport>, Vec<String>)>>();
-            let placement_kind = if config.pin_cores && !cpus.is_empty() {
+            let pinned = config.pin_cores && !cpus.is_empty();
+            let io_cpus = match &config.io_worker_cpus {
+                crate::config::IoWorkerCpus::Spare if pinned => Some(crate::iowq::spare_cpus(&cpus, shards)),
+                crate::config::IoWorkerCpus::Cpus(list) if pinned => Some(list.clone()),
+                _ => None,
+            };
+            let placement_kind = if pinned {
                 glommio::Placement::Fixed(cpus[id % cpus.len()])
             } else {
                 glommio::Placement::Unbound
@@ -90,6 +96,13 @@ impl Engine {
             }
             let (cfg, pl, mb) = (config.clone(), placement.clone(), mailbox.clone());
             let spawned = b.spawn(move || async move {
+                if let Some(c) = io_cpus {
+                    // Not fatal: without it (kernels before 5.14) the workers share the
+                    // shard's core, as they always did.
+                    if let Err(e) = crate::iowq::set_worker_cpus(&c) {
+                        tracing::warn!(shard = id, cpus = ?c, error = %e, "cannot move io_uring workers off the shard's core");
+                    }
+                }
                 let core = Rc::new(ShardCore::new(id, cfg, pl, mb));
                 match core.recover().await {
                     Ok(r) => {
@@ -249,7 +262,7 @@ fn shutdown(mailboxes: &[Arc<Mailbox>], threads: Vec<glommio::ExecutorJoinHandle
     }
 }
 
-fn allowed_cpus() -> Vec<usize> {
+pub(crate) fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for the calling thread and
     // CPU_ISSET only reads it.
     unsafe {

@@ -25,6 +25,7 @@ mod event;
 mod flusher;
 pub mod format;
 mod fsops;
+mod iowq;
 pub mod limits;
 mod log;
 mod mailbox;
@@ -41,7 +42,7 @@ mod tier1;
 pub mod tier2;
 mod tiering;
 
-pub use config::{Config, Durability, Profile, Retention, Tier2Config};
+pub use config::{Config, Durability, IoWorkerCpus, Profile, Retention, Tier2Config};
 pub use engine::{Engine, Follow, Handle, LocalLog, Shard, Tail};
 pub use error::{Error, Result};
 pub use format::manifest::ObjectRef;

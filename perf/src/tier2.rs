@@ -190,6 +190,7 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         flush_threshold_kib: None,
         writes_in_flight: None,
         preempt_us: None,
+        io_workers_spare: false,
     };
     eprintln!("[2/{steps}] appends, bridge idle");
     let idle = workload::run(dir, &spec("synced 1 KiB x16, Tier1 backlog, bridge idle"))?;

@@ -120,6 +120,9 @@ pub struct Spec {
     /// `Config::preempt_interval` in µs; `None` = default.
     #[serde(default)]
     pub preempt_us: Option<u64>,
+    /// `Config::io_worker_cpus = Spare` instead of the default `Own`.
+    #[serde(default)]
+    pub io_workers_spare: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -226,6 +229,9 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     }
     if let Some(n) = spec.writes_in_flight {
         c.flush_writes_in_flight = n;
+    }
+    if spec.io_workers_spare {
+        c.io_worker_cpus = aof_engine::IoWorkerCpus::Spare;
     }
     if let Some(us) = spec.preempt_us {
         c.preempt_interval = Duration::from_micros(us);
