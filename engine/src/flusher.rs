@@ -426,7 +426,9 @@ async fn seal_front(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
 async fn finish_seal(log: Rc<Log>, core: Rc<ShardCore>, base: u64) {
     match write_seal(&log, &core, base).await {
         Ok(()) => core.enqueue_tiering(&log, base),
-        Err(e) => log.fail(&e),
+        // Also wakes appends waiting for budget: they check for a failed log only when woken,
+        // and a failed log frees no budget, so without this they could wait for ever.
+        Err(e) => fail(&log, &core, &e),
     }
     log.flusher_wake.notify_all();
     log.changed.notify_all();
