@@ -475,7 +475,15 @@ async fn write_seal(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
         .iter()
         .position(|s| s.base_offset == base)
         .expect("rolled segment");
-    let s = i.rolled.remove(pos).expect("rolled segment");
+    let mut s = i.rolled.remove(pos).expect("rolled segment");
+    // Keep its staging buffer for the next roll, unless it grew past what a steady writer
+    // needs (a backlog); the larger of the two is kept.
+    let mut staging = std::mem::take(&mut s.staging);
+    staging.clear();
+    let keep_max = 4 * core.config.flush_threshold_bytes as usize + BLOCK_SIZE as usize;
+    if staging.capacity() <= keep_max && staging.capacity() > i.spare_staging.capacity() {
+        i.spare_staging = staging;
+    }
     let at = i.sealed.partition_point(|x| x.base_offset < base);
     let local_bytes = seal_pos + seal.len() as u64;
     i.sealed.insert(

@@ -58,6 +58,11 @@ pub struct LogInner {
     pub unflushed_since: Option<Instant>,
     /// A preallocated file ready to become the next segment.
     pub spare: Option<(PathBuf, Rc<DmaFile>)>,
+    /// The staging buffer of the last segment sealed, emptied, for the next roll. A fresh
+    /// buffer grows by doubling to a few MiB under a fast writer, and each doubling copies it
+    /// inside an append; freeing one that size unmapped it inside the seal task. Both were
+    /// measured at 100-200 µs stalls on the shard, once or twice per segment.
+    pub spare_staging: Vec<u8>,
     pub spare_wanted: bool,
     pub spare_in_progress: bool,
     /// An fdatasync of the active segment is running in its own task (`flusher::start_sync`);
@@ -138,6 +143,9 @@ impl LogInner {
             created_ns: now_ns(),
         }
         .encode();
+        let mut staging = std::mem::take(&mut self.spare_staging);
+        debug_assert!(staging.is_empty());
+        staging.extend_from_slice(&header);
         let new = ActiveSegment {
             base_offset: base,
             path: dir.join(file_name(log_id, base)),
@@ -146,7 +154,7 @@ impl LogInner {
             next_offset: base,
             end_pos: BLOCK_SIZE,
             stage_pos: 0,
-            staging: header,
+            staging,
             staging_head: 0,
             disk_end: 0,
             inflight: VecDeque::new(),

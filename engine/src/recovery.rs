@@ -163,6 +163,7 @@ fn new_log(meta: &LogMeta, dir: PathBuf, sealed: Vec<SealedSegment>, active: Act
             unacked: VecDeque::new(),
             unflushed_since: None,
             spare: None,
+            spare_staging: Vec::new(),
             spare_wanted: false,
             spare_in_progress: false,
             sync_in_flight: false,
