@@ -170,9 +170,34 @@ fn main() {
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Known heavy daemons left running on this machine (the test suite's Ceph gateway stays up
+/// after the bridge tests; several measurements were once taken beside it unawares).
+fn noisy_neighbours() -> Vec<String> {
+    const NAMES: [&str; 4] = ["ceph-osd", "ceph-mon", "radosgw", "fio"];
+    let mut found: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| NAMES.contains(&c.as_str()))
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
 fn real_main(cli: Cli) -> Res<()> {
     std::fs::create_dir_all(&cli.dir)?;
     std::fs::create_dir_all(&cli.out)?;
+    // `bridge` is usually pointed at that very gateway on purpose.
+    let busy = noisy_neighbours();
+    if !busy.is_empty() && !matches!(cli.cmd, Cmd::Bridge(_)) {
+        eprintln!(
+            "aof-perf: warning: {} running on this machine; they share its cores and disk, so the figures will be noisy (the test suite's gateway stops with `s3-bridge/scripts/rgw.sh stop`)",
+            busy.join(", ")
+        );
+    }
     match cli.cmd {
         Cmd::Run(w) => {
             let r = workload::run(&cli.dir, &w.spec("run"))?;
