@@ -72,15 +72,17 @@ impl Engine {
         let mut mailboxes = Vec::new();
         let mut threads = Vec::new();
         let mut started = Vec::new();
+        let pinned = config.pin_cores && !cpus.is_empty();
+        // The same for every shard: where its io_uring workers may run, if not on its core.
+        let io_cpus = match &config.io_worker_cpus {
+            crate::config::IoWorkerCpus::Spare if pinned => Some(crate::iowq::spare_cpus(&cpus, shards)),
+            crate::config::IoWorkerCpus::Cpus(list) if pinned => Some(list.clone()),
+            _ => None,
+        };
         for id in 0..shards {
             let mailbox = Arc::new(Mailbox::new(config.inbox_capacity));
             let (tx, rx) = oneshot::channel::<Result<(Vec<RecoveryReport>, Vec<String>)>>();
-            let pinned = config.pin_cores && !cpus.is_empty();
-            let io_cpus = match &config.io_worker_cpus {
-                crate::config::IoWorkerCpus::Spare if pinned => Some(crate::iowq::spare_cpus(&cpus, shards)),
-                crate::config::IoWorkerCpus::Cpus(list) if pinned => Some(list.clone()),
-                _ => None,
-            };
+            let io_cpus = io_cpus.clone();
             let placement_kind = if pinned {
                 glommio::Placement::Fixed(cpus[id % cpus.len()])
             } else {

@@ -57,7 +57,7 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     if want_sync && !i.sync_in_flight && i.written_upto > i.synced_upto {
         return Action::Sync;
     }
-    let unflushed = i.active.unflushed_bytes() > 0 || i.active.spare_path.is_some() && i.active.record_count() > 0;
+    let unflushed = i.active.needs_write();
     let age = i.unflushed_since.map(|t| t.elapsed());
     let can_issue = i.active.can_issue(cfg.flush_writes_in_flight);
     if unflushed && can_issue {
@@ -387,8 +387,7 @@ async fn seal_front(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     let (base, needs_write, writing) = {
         let i = log.inner.borrow();
         let s = i.rolled.iter().find(|s| !s.seal_started).expect("rolled segment");
-        let needs_write = s.unflushed_bytes() > 0 || s.spare_path.is_some() && s.record_count() > 0;
-        (s.base_offset, needs_write, !s.inflight.is_empty())
+        (s.base_offset, s.needs_write(), !s.inflight.is_empty())
     };
     if writing {
         // Writes issued while it was active are still running; each wakes the flusher.

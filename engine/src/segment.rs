@@ -34,8 +34,14 @@ pub struct WritePlan {
     pub pos: u64,
     /// Bytes of data, from `pos`; the write is this rounded up to whole blocks.
     pub len: usize,
-    pub end: u64,
     pub upto: Option<u64>,
+}
+
+impl WritePlan {
+    /// Where its data ends.
+    pub fn end(&self) -> u64 {
+        self.pos + self.len as u64
+    }
 }
 
 /// The segment being appended to.
@@ -92,6 +98,12 @@ impl ActiveSegment {
         self.end_pos - self.disk_end.max(self.stage_pos).max(issued)
     }
 
+    /// True if the segment has something to write: unflushed bytes, or records in a file that
+    /// still has its spare name (its first write renames it, even with every byte staged).
+    pub fn needs_write(&self) -> bool {
+        self.unflushed_bytes() > 0 || self.spare_path.is_some() && self.record_count() > 0
+    }
+
     /// True if another write may start now: fewer than `max` are unretired and none that
     /// ends mid-block is still running (the next write rewrites that block).
     pub fn can_issue(&self, max: usize) -> bool {
@@ -107,15 +119,14 @@ impl ActiveSegment {
         debug_assert_eq!(max_write % BLOCK_SIZE, 0);
         debug_assert!(self.unflushed_bytes() > 0 || self.spare_path.is_some());
         let staged = self.end_pos - self.stage_pos;
-        let (len, end, upto) = if staged <= max_write {
-            (staged as usize, self.end_pos, Some(self.next_offset))
+        let (len, upto) = if staged <= max_write {
+            (staged, Some(self.next_offset))
         } else {
-            (max_write as usize, self.stage_pos + max_write, None)
+            (max_write, None)
         };
         WritePlan {
             pos: self.stage_pos,
-            len,
-            end,
+            len: len as usize,
             upto,
         }
     }
@@ -127,7 +138,8 @@ impl ActiveSegment {
         debug_assert_eq!(plan.pos, self.stage_pos, "nothing else moved the staged front");
         debug_assert_eq!(buf.len() as u64, align_up(plan.len as u64));
         debug_assert!(buf.as_bytes()[..plan.len] == self.staged()[..plan.len]);
-        let new_stage = align_down(plan.end);
+        let end = plan.end();
+        let new_stage = align_down(end);
         self.staging_head += (new_stage - plan.pos) as usize;
         self.stage_pos = new_stage;
         if self.staging_head >= 1 << 20 && self.staging_head * 2 >= self.staging.len() {
@@ -138,10 +150,10 @@ impl ActiveSegment {
         debug_assert!(self
             .inflight
             .back()
-            .is_none_or(|w| w.end <= plan.end && align_down(w.end) <= plan.pos));
+            .is_none_or(|w| w.end <= end && align_down(w.end) <= plan.pos));
         self.inflight.push_back(Write {
             pos: plan.pos,
-            end: plan.end,
+            end,
             buf: buf.clone(),
             upto: plan.upto,
             done: false,

@@ -38,6 +38,21 @@ async fn step_yield() {
     glommio::executor().yield_task_queue_now().await;
 }
 
+/// Calls `f` on `bytes` in `CPU_STEP` pieces, with each piece's offset, yielding between them.
+async fn in_steps(bytes: &[u8], mut f: impl FnMut(usize, &[u8])) {
+    for (i, piece) in bytes.chunks(CPU_STEP).enumerate() {
+        if i > 0 {
+            step_yield().await;
+        }
+        f(i * CPU_STEP, piece);
+    }
+}
+
+/// Maps a zstd error code to an I/O error naming the operation and the file being written.
+fn zstd_error<'a>(op: &'static str, path: &'a Path) -> impl Fn(usize) -> Error + Copy + 'a {
+    move |code| Error::io(op, path, std::io::Error::other(zstd_safe::get_error_name(code)))
+}
+
 /// What the segment being compressed is, from its seal.
 pub struct Source<'a> {
     pub file: &'a DmaFile,
@@ -72,14 +87,11 @@ fn corrupt(path: &Path, pos: u64, detail: String) -> Error {
 async fn write_dma(f: &DmaFile, path: &Path, bytes: &[u8], pos: u64, crc: &mut u32) -> Result<()> {
     debug_assert!(pos.is_multiple_of(BLOCK_SIZE) && (bytes.len() as u64).is_multiple_of(BLOCK_SIZE));
     let mut buf = f.alloc_dma_buffer(bytes.len());
-    for (i, piece) in bytes.chunks(CPU_STEP).enumerate() {
-        if i > 0 {
-            step_yield().await;
-        }
+    in_steps(bytes, |at, piece| {
         *crc = crc32c::crc32c_append(*crc, piece);
-        let at = i * CPU_STEP;
         buf.as_bytes_mut()[at..at + piece.len()].copy_from_slice(piece);
-    }
+    })
+    .await;
     let n = f
         .write_at(buf, pos)
         .await
@@ -191,13 +203,7 @@ async fn write_frames(
     };
     let mut cctx = zstd_safe::CCtx::create();
     if let Some(l) = level {
-        let zerr = |code| {
-            Error::io(
-                "zstd parameters",
-                out_path,
-                std::io::Error::other(zstd_safe::get_error_name(code)),
-            )
-        };
+        let zerr = zstd_error("zstd parameters", out_path);
         cctx.set_parameter(zstd_safe::CParameter::CompressionLevel(l))
             .map_err(zerr)?;
         cctx.set_parameter(zstd_safe::CParameter::MaxBlockSize(CPU_STEP as u32))
@@ -262,13 +268,11 @@ async fn write_frames(
             if chunk.len() != n {
                 return Err(corrupt(src.path, read_pos, "segment shorter than its seal says".into()));
             }
-            for (i, piece) in chunk.chunks(CPU_STEP).enumerate() {
-                if i > 0 {
-                    step_yield().await;
-                }
+            in_steps(&chunk, |_, piece| {
                 crc = crc32c::crc32c_append(crc, piece);
                 raw.extend_from_slice(piece);
-            }
+            })
+            .await;
             read_pos += n as u64;
             pace.account(n).await;
         }
@@ -334,13 +338,7 @@ async fn write_frames(
 /// between (the context's level and block size are set by the caller).
 async fn compress_frame(cctx: &mut zstd_safe::CCtx<'static>, src: &[u8], out_path: &Path) -> Result<Vec<u8>> {
     use zstd_safe::zstd_sys::ZSTD_EndDirective::{ZSTD_e_continue, ZSTD_e_end};
-    let zerr = |code| {
-        Error::io(
-            "zstd compress",
-            out_path,
-            std::io::Error::other(zstd_safe::get_error_name(code)),
-        )
-    };
+    let zerr = zstd_error("zstd compress", out_path);
     cctx.set_pledged_src_size(Some(src.len() as u64)).map_err(zerr)?;
     // Room for the worst case, so every call consumes its whole input and `end` finishes.
     let mut v: Vec<u8> = Vec::with_capacity(zstd_safe::compress_bound(src.len()));

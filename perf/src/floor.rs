@@ -3,7 +3,7 @@
 //! vCPU and timer ticks all show up here, and no engine on that core can do better; the
 //! Memory latency targets are read against it, as bandwidth is read against the device.
 
-use crate::workload::{new_hist, Latency};
+use crate::workload::{new_hist, send_time, Latency};
 use std::time::{Duration, Instant};
 
 /// Runs `rate` units of work per second for `dur` (after `warmup`) on a thread pinned to
@@ -22,11 +22,7 @@ pub fn open_loop(cpu: usize, rate: f64, size: usize, warmup: Duration, dur: Dura
         let measure_from = start + warmup;
         let end = measure_from + dur;
         let mut k = 0u64;
-        loop {
-            let at = start + Duration::from_secs_f64(k as f64 / rate);
-            if at >= end {
-                break;
-            }
+        while let Some(at) = send_time(start, end, Some(rate), k) {
             while Instant::now() < at {
                 std::hint::spin_loop();
             }

@@ -466,15 +466,15 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         load.push((frac, go(s)?));
     }
     let half = &load[1].1;
-    let mut s = base("memory @50% of max, io workers on spare cores");
-    s.rate = Some(max1.records_per_s * 0.5);
+    let mut s = half.spec.clone();
+    s.label = "memory @50% of max, io workers on spare cores".into();
     s.io_workers_spare = true;
     let half_spare = go(s)?;
     // The machine's floor for that schedule, on shard 0's core with the engine closed.
     let floor = floor::open_loop(
         floor::first_cpu(),
-        max1.records_per_s * 0.5,
-        256,
+        half.spec.rate.expect("an open-loop run"),
+        half.spec.size.max,
         Duration::from_millis(500),
         Duration::from_secs_f64(secs),
     );
