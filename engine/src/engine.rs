@@ -55,7 +55,7 @@ impl Engine {
         crate::startup::check_io_uring()?;
         crate::startup::check_direct_io(root)?;
         let mut warnings = Vec::new();
-        if let Some(w) = crate::startup::check_memlock(&config)? {
+        for w in crate::startup::check_memory(&config)? {
             tracing::warn!("{w}");
             warnings.push(w);
         }

@@ -13,7 +13,8 @@
 //! prefix of what was written. `docs/format.md` documents every byte.
 //!
 //! What the machine must give: Linux with io_uring (5.8+), an RLIMIT_MEMLOCK of at least
-//! 512 KiB (more lets io_uring register buffers: `Config::io_memory_bytes` per shard), and a
+//! 512 KiB (more lets io_uring register buffers: `Config::io_memory_bytes` in each of a
+//! shard's 3 rings), and a
 //! data directory on a file system that supports O_DIRECT. `Engine::open` checks each and
 //! says what to change.
 

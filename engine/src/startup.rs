@@ -18,12 +18,47 @@ pub fn memlock_limit() -> Option<u64> {
     (rc == 0).then_some(r.rlim_cur)
 }
 
-/// Checks the locked-memory limit. Returns a warning if the io_uring buffer registration will
-/// be skipped (slower I/O, still correct); fails if executors cannot start at all.
-pub fn check_memlock(cfg: &Config) -> Result<Option<String>> {
-    let Some(limit) = memlock_limit() else { return Ok(None) };
+/// io_uring rings per executor (main, latency, poll). Each registers the shard's whole DMA
+/// pool, and the kernel charges the pinned pages to `RLIMIT_MEMLOCK` once per ring.
+const RINGS_PER_SHARD: u64 = 3;
+
+/// CAP_IPC_LOCK lifts the locked-memory limit for io_uring buffer registration.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// Whether this process holds CAP_IPC_LOCK (its effective set, from /proc/self/status).
+fn has_ipc_lock() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| effective_cap(&s, CAP_IPC_LOCK))
+}
+
+/// Whether a /proc/<pid>/status text lists capability `cap` in the effective set.
+fn effective_cap(status: &str, cap: u32) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << cap) != 0)
+}
+
+/// Checks the locked-memory limit and the DMA pool size. Returns warnings for setups that
+/// work but slower: io_uring buffer registration skipped (an extra page pinning per I/O), or
+/// a pool too small for the writes in flight (their buffers then come from the heap); fails
+/// if executors cannot start at all.
+pub fn check_memory(cfg: &Config) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let write_bytes = cfg.flush_threshold_bytes.next_power_of_two() * cfg.flush_writes_in_flight as u64;
+    if (cfg.io_memory_bytes as u64) < write_bytes {
+        warnings.push(format!(
+            "io_memory_bytes {} is below flush_writes_in_flight {} x flush_threshold_bytes {} \
+             (rounded up to a power of two): write buffers will come from the heap, which stalls \
+             the shard while they are mapped and unmapped. Raise io_memory_bytes to at least {write_bytes}.",
+            cfg.io_memory_bytes, cfg.flush_writes_in_flight, cfg.flush_threshold_bytes
+        ));
+    }
+    let Some(limit) = memlock_limit() else {
+        return Ok(warnings);
+    };
     if limit == libc::RLIM_INFINITY {
-        return Ok(None);
+        return Ok(warnings);
     }
     if limit < MEMLOCK_MIN_BYTES {
         return Err(Error::Environment {
@@ -31,17 +66,17 @@ pub fn check_memlock(cfg: &Config) -> Result<Option<String>> {
             remedy: "raise it (ulimit -l, LimitMEMLOCK= in systemd, memlock in /etc/security/limits.conf)".into(),
         });
     }
-    let want = cfg.io_memory_bytes as u64 * cfg.effective_shards() as u64;
-    if want > limit {
-        return Ok(Some(format!(
-            "RLIMIT_MEMLOCK is {limit} bytes but {} shards x io_memory_bytes {} need {want}: \
-             registered io_uring buffers will be skipped on some shards (I/O still works, with an extra copy). \
-             Raise the limit or lower io_memory_bytes.",
+    let want = cfg.io_memory_bytes as u64 * RINGS_PER_SHARD * cfg.effective_shards() as u64;
+    if want > limit && !has_ipc_lock() {
+        warnings.push(format!(
+            "RLIMIT_MEMLOCK is {limit} bytes but {} shards x {RINGS_PER_SHARD} io_uring rings x io_memory_bytes {} \
+             need {want}: registered io_uring buffers will be skipped on some shards (I/O still works, \
+             pinning its pages on every request). Raise the limit (or grant CAP_IPC_LOCK).",
             cfg.effective_shards(),
             cfg.io_memory_bytes
-        )));
+        ));
     }
-    Ok(None)
+    Ok(warnings)
 }
 
 /// Checks that io_uring can be set up at all (kernel support, not disabled by sysctl/seccomp).
@@ -148,6 +183,36 @@ mod tests {
     fn io_uring_probe_runs_here() {
         check_io_uring().unwrap();
         assert!(memlock_limit().is_some());
+    }
+
+    #[test]
+    fn a_pool_too_small_for_the_writes_in_flight_is_warned_about() {
+        let mut cfg = Config::new("/nonexistent");
+        let pool_warning = |cfg: &Config| {
+            check_memory(cfg)
+                .unwrap()
+                .into_iter()
+                .any(|w| w.contains("write buffers will come from the heap"))
+        };
+        assert!(!pool_warning(&cfg), "the defaults fit");
+        cfg.io_memory_bytes = 2 << 20;
+        assert!(pool_warning(&cfg), "4 writes of 1 MiB do not fit in 2 MiB");
+        cfg.flush_writes_in_flight = 2;
+        assert!(!pool_warning(&cfg));
+        // 600 KiB writes take 1 MiB blocks of the buddy allocator.
+        cfg.flush_threshold_bytes = 600 << 10;
+        cfg.flush_writes_in_flight = 3;
+        assert!(pool_warning(&cfg));
+    }
+
+    #[test]
+    fn the_effective_capability_set_is_read_from_status() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapPrm:\t0000000000004000\nCapEff:\t0000000000004000\n";
+        assert!(effective_cap(status, CAP_IPC_LOCK));
+        let status = "CapPrm:\t0000000000004000\nCapEff:\t0000000000000000\n";
+        assert!(!effective_cap(status, CAP_IPC_LOCK), "permitted is not effective");
+        assert!(!effective_cap("Name:\tx\n", CAP_IPC_LOCK));
+        assert!(effective_cap("CapEff:\t000001ffffffffff\n", CAP_IPC_LOCK));
     }
 
     #[test]

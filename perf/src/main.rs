@@ -125,6 +125,10 @@ struct WorkloadArgs {
     /// (`Config::io_worker_cpus = Spare`) instead of each shard's own core (the default)
     #[arg(long)]
     io_workers_spare: bool,
+    /// DMA buffer memory per shard in KiB (`Config::io_memory_bytes`, default: room for the
+    /// writes in flight plus 2 MiB). Smaller pools send write buffers to the heap.
+    #[arg(long)]
+    io_memory_kib: Option<u64>,
 }
 
 fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
@@ -154,6 +158,7 @@ impl WorkloadArgs {
             writes_in_flight: self.writes_in_flight,
             preempt_us: self.preempt_us,
             io_workers_spare: self.io_workers_spare,
+            io_memory_kib: self.io_memory_kib,
             backlog_compressed: false,
             tier2: false,
         }
@@ -412,6 +417,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             writes_in_flight: None,
             preempt_us: None,
             io_workers_spare: false,
+            io_memory_kib: None,
         }
         .spec(label)
     };

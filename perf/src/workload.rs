@@ -123,6 +123,9 @@ pub struct Spec {
     /// `Config::io_worker_cpus = Spare` instead of the default `Own`.
     #[serde(default)]
     pub io_workers_spare: bool,
+    /// `Config::io_memory_bytes` in KiB; `None` = default.
+    #[serde(default)]
+    pub io_memory_kib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -221,17 +224,22 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     c.tier1_compress = spec.compress;
     c.compression = spec.compression;
     c.tier2 = spec.tier2.then(aof_engine::Tier2Config::default);
-    if let Some(kib) = spec.flush_threshold_kib {
-        c.flush_threshold_bytes = kib << 10;
-        // Room in the registered DMA pool for a few writes of that size: buffers that do not
-        // fit there come from the heap, and that cost ~20 % of batched Synced bandwidth here.
-        c.io_memory_bytes = c.io_memory_bytes.max((4 * kib as usize) << 10);
-    }
     if let Some(n) = spec.writes_in_flight {
         c.flush_writes_in_flight = n;
     }
+    if let Some(kib) = spec.flush_threshold_kib {
+        c.flush_threshold_bytes = kib << 10;
+    }
+    // Room in the DMA pool for the writes in flight, as `Config::io_memory_bytes` advises:
+    // buffers that do not fit come from the heap, which costs ~10 % of batched Synced
+    // bandwidth and most of the Memory append tail here.
+    let writes = c.flush_threshold_bytes.next_power_of_two() as usize * c.flush_writes_in_flight;
+    c.io_memory_bytes = c.io_memory_bytes.max(writes + (2 << 20));
     if spec.io_workers_spare {
         c.io_worker_cpus = aof_engine::IoWorkerCpus::Spare;
+    }
+    if let Some(kib) = spec.io_memory_kib {
+        c.io_memory_bytes = (kib as usize) << 10;
     }
     if let Some(us) = spec.preempt_us {
         c.preempt_interval = Duration::from_micros(us);
