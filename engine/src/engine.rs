@@ -383,6 +383,7 @@ impl Handle {
 
     pub fn append_record(&self, name: &str, rec: OwnedRecord, d: Durability) -> Reply<u64> {
         self.to_log(name, false, move |core, log| async move {
+            log.foreign_arrived(d);
             log.append(&core, &[rec.as_new()], d, true).await.map(|r| r.start)
         })
     }
@@ -392,6 +393,7 @@ impl Handle {
     pub fn try_append(&self, name: &str, payload: impl Into<Vec<u8>>, d: Durability) -> Reply<u64> {
         let rec = OwnedRecord::new(payload);
         self.to_log(name, true, move |core, log| async move {
+            log.foreign_arrived(d);
             log.append(&core, &[rec.as_new()], d, false).await.map(|r| r.start)
         })
     }
@@ -399,6 +401,7 @@ impl Handle {
     /// Appends records with contiguous offsets, all or nothing (also across a crash).
     pub fn append_batch(&self, name: &str, recs: Vec<OwnedRecord>, d: Durability) -> Reply<Range<u64>> {
         self.to_log(name, false, move |core, log| async move {
+            log.foreign_arrived(d);
             let v: Vec<NewRecord<'_>> = recs.iter().map(|r| r.as_new()).collect();
             log.append(&core, &v, d, true).await
         })

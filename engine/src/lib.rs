@@ -26,6 +26,7 @@ mod event;
 mod flusher;
 pub mod format;
 mod fsops;
+mod group;
 mod iowq;
 pub mod limits;
 mod log;

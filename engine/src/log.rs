@@ -11,6 +11,7 @@ use crate::event::Event;
 use crate::format::frame;
 use crate::format::scan::IndexBuilder;
 use crate::format::segment::{file_name, SegmentHeader};
+use crate::group::ForeignGroups;
 use crate::limits::{BATCH_RECORDS_MAX, BLOCK_SIZE};
 use crate::record::{now_ns, NewRecord};
 use crate::segment::{ActiveSegment, SealedSegment};
@@ -68,6 +69,8 @@ pub struct LogInner {
     /// An fdatasync of the active segment is running in its own task (`flusher::start_sync`);
     /// meanwhile the flusher may write the next bytes, but starts no second sync.
     pub sync_in_flight: bool,
+    /// Paces group commit for producers on other threads (see `group`).
+    pub foreign: ForeignGroups,
     pub spare_error: Option<Error>,
     pub roll_requested: bool,
     pub failed: Option<String>,
@@ -394,6 +397,13 @@ impl Log {
                 }
             })
             .await
+    }
+
+    /// Counts a Synced append from another thread for group-commit pacing (`group`).
+    pub(crate) fn foreign_arrived(&self, d: Durability) {
+        if d == Durability::Synced {
+            self.inner.borrow_mut().foreign.arrived();
+        }
     }
 
     /// Waits until everything appended so far is synced.

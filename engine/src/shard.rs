@@ -454,6 +454,8 @@ pub struct ShardStats {
     /// fdatasyncs run in their own task while the flusher wrote the next bytes (group commit
     /// pipelined: the write of group n+1 overlaps the sync of group n).
     pub overlapped_syncs: u64,
+    /// fdatasyncs held back for producers on other threads to rejoin the group (`group`).
+    pub held_syncs: u64,
     /// Writes issued while an earlier write of the same log was still running (several
     /// bounded writes in flight, `Config::flush_writes_in_flight`).
     pub overlapped_writes: u64,

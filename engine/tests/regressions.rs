@@ -269,6 +269,83 @@ fn pipelined_syncs_acknowledge_every_record_exactly_once() {
     e.close().unwrap();
 }
 
+/// Group commit holds a sync for producers on other threads that the last one released
+/// (`group`). Producers that leave must not strand the one that stays: seven threads stop
+/// after a few appends and one carries on alone; every append of every thread is answered,
+/// dense and intact. Tasks on the shard are never held.
+#[test]
+fn held_syncs_never_strand_the_producers_that_stay() {
+    let dir = tempdir("reg-held-syncs");
+    let e = start(small_config(&dir, 1));
+    let h = e.handle();
+    h.create_log("g").wait_timeout(T).unwrap();
+    let acks: Vec<(u64, usize, u64)> = std::thread::scope(|sc| {
+        let threads: Vec<_> = (0..8usize)
+            .map(|t| {
+                let h = h.clone();
+                let n = if t == 0 { 400 } else { 20 };
+                sc.spawn(move || {
+                    (0..n)
+                        .map(|i| {
+                            let p = payload(t, i, 100 + t);
+                            let off = h
+                                .append("g", p, Durability::Synced)
+                                .wait_timeout(T)
+                                .unwrap_or_else(|e| panic!("thread {t} append {i}: {e}"));
+                            (off, t, i)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    assert!(st.held_syncs > 0, "no sync was ever held: {st:?}");
+    let mut by_off = BTreeMap::new();
+    for (off, t, i) in acks {
+        assert!(by_off.insert(off, (t, i)).is_none(), "offset {off} acknowledged twice");
+    }
+    assert_eq!(
+        by_off.keys().copied().collect::<Vec<_>>(),
+        (0..400 + 7 * 20).collect::<Vec<_>>()
+    );
+    let got = h.read_from("g", 0, usize::MAX, usize::MAX).wait_timeout(T).unwrap();
+    assert_eq!(got.len(), by_off.len());
+    for r in got {
+        let (t, i) = by_off[&r.offset];
+        assert_eq!(r.payload, payload(t, i, 100 + t));
+    }
+
+    // The same from 8 tasks on the shard: no hold.
+    let before = st.held_syncs;
+    e.handle()
+        .spawn_on(0, |s| async move {
+            let log = s.log("g")?;
+            let tasks: Vec<_> = (0..8)
+                .map(|t| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        for i in 0..50u64 {
+                            log.append(&payload(t, i, 64), Durability::Synced).await?;
+                        }
+                        Ok::<(), aof_engine::Error>(())
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await?;
+            }
+            Ok(())
+        })
+        .wait_timeout(T)
+        .unwrap();
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    assert_eq!(st.held_syncs, before, "a task on the shard was held");
+    assert_eq!(h.offsets("g").wait_timeout(T).unwrap().1, 400 + 7 * 20 + 8 * 50);
+    e.close().unwrap();
+}
+
 /// Several bounded writes of one log in flight at once (`flush_writes_in_flight`): they may
 /// complete in any order, but records are acknowledged only once every write below them has
 /// completed. Readers running meanwhile see every record, byte for byte, whether it is staged,
