@@ -69,6 +69,9 @@ pub struct LogInner {
     /// An fdatasync of the active segment is running in its own task (`flusher::start_sync`);
     /// meanwhile the flusher may write the next bytes, but starts no second sync.
     pub sync_in_flight: bool,
+    /// The flusher is copying a planned write into its buffer, yielding between steps
+    /// (between `plan_write` and `commit_write`): no producer may issue a write meanwhile.
+    pub copying: bool,
     /// Paces group commit for producers on other threads (see `group`).
     pub foreign: ForeignGroups,
     pub spare_error: Option<Error>,
@@ -366,6 +369,11 @@ impl Log {
                     glommio::timer::sleep(Duration::from_micros(1)).await;
                 }
             }
+        }
+        if durability != Durability::Memory {
+            // The device starts on a full write now, not after every producer woken with
+            // this one has staged (see `flusher::issue_full_write`).
+            crate::flusher::issue_full_write(self, core);
         }
         self.wait_durable(range.end, durability).await?;
         Ok(range)

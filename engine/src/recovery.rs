@@ -167,6 +167,7 @@ fn new_log(meta: &LogMeta, dir: PathBuf, sealed: Vec<SealedSegment>, active: Act
             spare_wanted: false,
             spare_in_progress: false,
             sync_in_flight: false,
+            copying: false,
             foreign: Default::default(),
             spare_error: None,
             roll_requested: false,

@@ -459,6 +459,9 @@ pub struct ShardStats {
     /// Writes issued while an earlier write of the same log was still running (several
     /// bounded writes in flight, `Config::flush_writes_in_flight`).
     pub overlapped_writes: u64,
+    /// Writes issued by the Synced or Written append that filled them, not by the flusher
+    /// (`flusher::issue_full_write`).
+    pub producer_writes: u64,
     pub segments_sealed: u64,
     /// Appends that had to wait for memory budget (or got `Backpressure`).
     pub backpressure_events: u64,

@@ -346,6 +346,69 @@ fn held_syncs_never_strand_the_producers_that_stay() {
     e.close().unwrap();
 }
 
+/// A Synced append that leaves a whole write's worth unflushed issues that write itself
+/// (`flusher::issue_full_write`), beside the flusher's own writes and syncs. Batched producers
+/// on the shard, segments rolling under them: every acknowledged batch is dense and intact,
+/// before and after a restart.
+#[test]
+fn producer_issued_writes_lose_nothing() {
+    let dir = tempdir("reg-producer-writes");
+    let e = start(small_config(&dir, 1));
+    e.handle().create_log("w").wait_timeout(T).unwrap();
+    let acks: Vec<(u64, usize, u64)> = e
+        .handle()
+        .spawn_on(0, |s| async move {
+            let log = s.log("w")?;
+            let tasks: Vec<_> = (0..8usize)
+                .map(|t| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        let mut acks = Vec::new();
+                        for b in 0..40u64 {
+                            let recs: Vec<Vec<u8>> = (0..16).map(|k| payload(t, b * 16 + k, 700 + t * 40)).collect();
+                            let new: Vec<NewRecord<'_>> = recs.iter().map(|r| NewRecord::new(r)).collect();
+                            let r = log.append_batch(&new, Durability::Synced).await?;
+                            assert_eq!(r.end - r.start, 16);
+                            acks.push((r.start, t, b));
+                        }
+                        Ok::<_, Error>(acks)
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await?);
+            }
+            Ok(all)
+        })
+        .wait_timeout(T)
+        .unwrap();
+    let st = e.handle().stats(0).wait_timeout(T).unwrap();
+    assert!(st.producer_writes > 0, "no producer issued a write: {st:?}");
+    assert!(st.segments_sealed > 0, "no roll happened under the producers: {st:?}");
+    let check = |h: &Handle| {
+        let got = h.read_from("w", 0, usize::MAX, usize::MAX).wait_timeout(T).unwrap();
+        assert_eq!(got.len(), 8 * 40 * 16);
+        for &(start, t, b) in &acks {
+            for k in 0..16 {
+                let r = &got[(start + k) as usize];
+                assert_eq!(r.offset, start + k);
+                assert_eq!(
+                    r.payload,
+                    payload(t, b * 16 + k, 700 + t * 40),
+                    "batch {b} of task {t}, record {k}"
+                );
+            }
+        }
+    };
+    check(&e.handle());
+    e.close().unwrap();
+    let e = start(small_config(&dir, 1));
+    assert_clean_recovery(&e);
+    check(&e.handle());
+    e.close().unwrap();
+}
+
 /// Several bounded writes of one log in flight at once (`flush_writes_in_flight`): they may
 /// complete in any order, but records are acknowledged only once every write below them has
 /// completed. Readers running meanwhile see every record, byte for byte, whether it is staged,
