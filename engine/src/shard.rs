@@ -462,6 +462,9 @@ pub struct ShardStats {
     /// Writes issued by the Synced or Written append that filled them, not by the flusher
     /// (`flusher::issue_full_write`).
     pub producer_writes: u64,
+    /// Data files whose blocks were freed on the shard's thread after all, because a read
+    /// held the file too long (`fsops::delete_data_file`); each may have stalled the shard.
+    pub deletes_on_shard: u64,
     pub segments_sealed: u64,
     /// Appends that had to wait for memory budget (or got `Backpressure`).
     pub backpressure_events: u64,

@@ -111,6 +111,8 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         &|| core.closing.get(),
     )
     .await?;
+    // The raw file goes below once reads let go of it; this handle must not be one of them.
+    drop(file);
     let Some(c) = out else {
         return Ok(());
     };
@@ -148,11 +150,12 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         st.compress_out_bytes += c.file_len;
         st.compress_nanos += elapsed.as_nanos() as u64;
     }
-    if let Store::Raw(_) = old.0 {
-        // Readers that already hold the raw file keep reading it; the name goes now. (By
-        // path: glommio's `remove` unlinks the name a file was opened under, and segments
-        // are renamed after opening.)
-        fsops::remove(&path).await?;
+    if let Store::Raw(f) = old.0 {
+        // Reads that already hold the raw file finish first; the name goes then. (By path:
+        // glommio's `remove` unlinks the name a file was opened under, and segments are
+        // renamed after opening.)
+        let off_shard = fsops::delete_data_file(&path, f, true).await?;
+        core.stats.borrow_mut().deletes_on_shard += u64::from(!off_shard);
     }
     Ok(())
 }
@@ -238,14 +241,17 @@ async fn delete_oldest(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64, next_offs
         st.retention_deleted_bytes += seg.record_bytes();
     }
     tracing::info!(shard = core.id, log = %log.name, base, next_offset, "retention removed a segment");
-    remove_local(&seg.store, &seg.path).await
+    remove_local(core, seg.store, &seg.path).await
 }
 
-async fn remove_local(store: &Store, path: &std::path::Path) -> Result<()> {
-    match store {
-        Store::Raw(_) | Store::Tier1 { .. } => fsops::remove(path).await,
-        Store::Remote | Store::Missing => Ok(()),
-    }
+async fn remove_local(core: &ShardCore, store: Store, path: &std::path::Path) -> Result<()> {
+    let off_shard = match store {
+        Store::Raw(f) => fsops::delete_data_file(path, f, true).await?,
+        Store::Tier1 { file, .. } => fsops::delete_data_file(path, file, false).await?,
+        Store::Remote | Store::Missing => return Ok(()),
+    };
+    core.stats.borrow_mut().deletes_on_shard += u64::from(!off_shard);
+    Ok(())
 }
 
 /// Evicts least recently read segments that are safe in Tier2 until the shard is within its
@@ -335,7 +341,7 @@ async fn evict(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
         st.tier1_evictions += 1;
         st.tier1_evicted_bytes += bytes;
     }
-    remove_local(&old, &path).await
+    remove_local(core, old, &path).await
 }
 
 /// Records that Tier2 holds a copy of a sealed segment (the bridge's confirmation).

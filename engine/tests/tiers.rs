@@ -110,6 +110,8 @@ fn reads_span_every_local_tier_before_and_after_restart() {
     verify(&h, "s", 0..n1, "tier1 + active");
     let stats = h.stats(0).wait_timeout(T).unwrap();
     assert!(stats.segments_compressed >= 3 && stats.compress_out_bytes < stats.compress_in_bytes);
+    // The raw files went, their blocks freed off the shard: nothing kept a handle to them.
+    assert_eq!(stats.deletes_on_shard, 0, "{stats:?}");
     assert!(stats.tier0_hot_bytes > 0 && stats.tier0_hits > 0, "{stats:?}");
     e.close().unwrap();
     // Session 2: compression off, so new sealed segments stay raw next to the Tier1 ones.
