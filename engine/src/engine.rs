@@ -495,11 +495,15 @@ impl Handle {
         })
     }
 
-    /// Resolves once every sealed segment queued for Tier1 work on `shard` is done.
+    /// Resolves once every sealed segment queued for Tier1 work on `shard` is done, the
+    /// deletion of the raw files it replaced included.
     pub fn tiering_idle(&self, shard: usize) -> Reply<()> {
         self.request(shard, false, |core| async move {
             core.tiering_done
-                .wait_for(|| (core.tiering_queue.borrow().is_empty() && !core.tiering_busy.get()).then_some(()))
+                .wait_for(|| {
+                    (core.tiering_queue.borrow().is_empty() && !core.tiering_busy.get() && core.deletions.get() == 0)
+                        .then_some(())
+                })
                 .await;
             Ok(())
         })

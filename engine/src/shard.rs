@@ -55,6 +55,8 @@ pub struct ShardCore {
     /// A tiering job finished; with `tiering_busy` false and an empty queue, all are done.
     pub tiering_done: Event,
     pub tiering_busy: Cell<bool>,
+    /// Raw segment files being deleted in tasks of their own (`tiering::delete_raw`).
+    pub deletions: Cell<u64>,
     tiering_task: RefCell<Option<glommio::Task<()>>>,
     read_tick: Cell<u64>,
     /// The bridge link, if `Config::tier2` is set.
@@ -91,6 +93,7 @@ impl ShardCore {
             tiering_wake: Event::default(),
             tiering_done: Event::default(),
             tiering_busy: Cell::new(false),
+            deletions: Cell::new(0),
             tiering_task: RefCell::new(None),
             read_tick: Cell::new(0),
             link: OnceCell::new(),

@@ -12,6 +12,7 @@ use crate::config::Retention;
 use crate::error::{Error, Result};
 use crate::format::manifest::{ObjectRef, Record, Upload};
 use crate::fsops;
+use crate::fsops::Free;
 use crate::log::Log;
 use crate::segment::Store;
 use crate::shard::ShardCore;
@@ -154,10 +155,32 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         // Reads that already hold the raw file finish first; the name goes then. (By path:
         // glommio's `remove` unlinks the name a file was opened under, and segments are
         // renamed after opening.)
-        let off_shard = fsops::delete_data_file(&path, f, true).await?;
-        core.stats.borrow_mut().deletes_on_shard += u64::from(!off_shard);
+        delete_raw(core, path, f);
     }
     Ok(())
+}
+
+/// Deletes a raw segment file in a task of its own: its blocks are freed at the tiering pace
+/// (`fsops::Free::Truncate`), which takes about a second for a 64 MiB segment at the default
+/// 64 MiB/s, and the next compression need not wait for it. Its path is never used again (no
+/// later segment starts at its base). If the engine stops first, the next open removes the
+/// rest: the manifest already says the segment is recompressed, or deleted.
+fn delete_raw(core: &Rc<ShardCore>, path: std::path::PathBuf, file: Rc<glommio::io::DmaFile>) {
+    let core = core.clone();
+    core.deletions.set(core.deletions.get() + 1);
+    glommio::spawn_local(async move {
+        let free = Free::Truncate(core.config.tier1_io_bytes_per_sec);
+        match fsops::delete_data_file(&path, file, free).await {
+            Ok(off_shard) => core.stats.borrow_mut().deletes_on_shard += u64::from(!off_shard),
+            Err(e) => {
+                core.stats.borrow_mut().tiering_errors += 1;
+                tracing::warn!(shard = core.id, path = %path.display(), error = %e, "could not delete a raw segment");
+            }
+        }
+        core.deletions.set(core.deletions.get() - 1);
+        core.tiering_done.notify_all();
+    })
+    .detach();
 }
 
 fn policy(core: &ShardCore, log: &Log) -> Retention {
@@ -244,13 +267,17 @@ async fn delete_oldest(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64, next_offs
     remove_local(core, seg.store, &seg.path).await
 }
 
-async fn remove_local(core: &ShardCore, store: Store, path: &std::path::Path) -> Result<()> {
-    let off_shard = match store {
-        Store::Raw(f) => fsops::delete_data_file(path, f, true).await?,
-        Store::Tier1 { file, .. } => fsops::delete_data_file(path, file, false).await?,
-        Store::Remote | Store::Missing => return Ok(()),
-    };
-    core.stats.borrow_mut().deletes_on_shard += u64::from(!off_shard);
+/// Removes a segment's local file. A Tier1 file is deleted before this returns: a hydration
+/// from Tier2 may later write a file under the same name.
+async fn remove_local(core: &Rc<ShardCore>, store: Store, path: &std::path::Path) -> Result<()> {
+    match store {
+        Store::Raw(f) => delete_raw(core, path.to_owned(), f),
+        Store::Tier1 { file, .. } => {
+            let off_shard = fsops::delete_data_file(path, file, Free::OnClose).await?;
+            core.stats.borrow_mut().deletes_on_shard += u64::from(!off_shard);
+        }
+        Store::Remote | Store::Missing => {}
+    }
     Ok(())
 }
 
