@@ -55,7 +55,7 @@ pub struct ShardCore {
     /// A tiering job finished; with `tiering_busy` false and an empty queue, all are done.
     pub tiering_done: Event,
     pub tiering_busy: Cell<bool>,
-    /// Raw segment files being deleted in tasks of their own (`tiering::delete_raw`).
+    /// Segment files being deleted in tasks of their own (`tiering::delete_paced`).
     pub deletions: Cell<u64>,
     tiering_task: RefCell<Option<glommio::Task<()>>>,
     read_tick: Cell<u64>,

@@ -155,17 +155,18 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         // Reads that already hold the raw file finish first; the name goes then. (By path:
         // glommio's `remove` unlinks the name a file was opened under, and segments are
         // renamed after opening.)
-        delete_raw(core, path, f);
+        delete_paced(core, path, f);
     }
     Ok(())
 }
 
-/// Deletes a raw segment file in a task of its own: its blocks are freed at the tiering pace
+/// Deletes a segment file that only this engine reads (a raw segment, or a Tier1 file without
+/// a bridge) in a task of its own: its blocks are freed at the tiering pace
 /// (`fsops::Free::Truncate`), which takes about a second for a 64 MiB segment at the default
 /// 64 MiB/s, and the next compression need not wait for it. Its path is never used again (no
 /// later segment starts at its base). If the engine stops first, the next open removes the
 /// rest: the manifest already says the segment is recompressed, or deleted.
-fn delete_raw(core: &Rc<ShardCore>, path: std::path::PathBuf, file: Rc<glommio::io::DmaFile>) {
+fn delete_paced(core: &Rc<ShardCore>, path: std::path::PathBuf, file: Rc<glommio::io::DmaFile>) {
     let core = core.clone();
     core.deletions.set(core.deletions.get() + 1);
     glommio::spawn_local(async move {
@@ -267,11 +268,14 @@ async fn delete_oldest(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64, next_offs
     remove_local(core, seg.store, &seg.path).await
 }
 
-/// Removes a segment's local file. A Tier1 file is deleted before this returns: a hydration
-/// from Tier2 may later write a file under the same name.
+/// Removes a segment's local file. With a bridge, a Tier1 file is deleted before this
+/// returns and never truncated: a hydration from Tier2 may later write a file under the same
+/// name, and the bridge process may still be reading this one. Without one, nothing outside
+/// the engine reads it and no name comes back, so it goes like a raw segment.
 async fn remove_local(core: &Rc<ShardCore>, store: Store, path: &std::path::Path) -> Result<()> {
     match store {
-        Store::Raw(f) => delete_raw(core, path.to_owned(), f),
+        Store::Raw(f) => delete_paced(core, path.to_owned(), f),
+        Store::Tier1 { file, .. } if core.config.tier2.is_none() => delete_paced(core, path.to_owned(), file),
         Store::Tier1 { file, .. } => {
             let off_shard = fsops::delete_data_file(path, file, Free::OnClose).await?;
             core.stats.borrow_mut().deletes_on_shard += u64::from(!off_shard);

@@ -259,6 +259,18 @@ fn retention_by_size_and_by_age_removes_oldest_segments_everywhere() {
     let (first2, _, _) = h.offsets("big").wait_timeout(T).unwrap();
     assert!(first2 > first, "retention keeps applying after restart");
     verify(&h, "big", first2..n2, "after more retention");
+    // The files of removed segments are gone from disk (deletions run in tasks of their
+    // own; `tiering_idle` waits for them).
+    h.tiering_idle(0).wait_timeout(T).unwrap();
+    let live: Vec<std::path::PathBuf> = ["big", "old"]
+        .iter()
+        .flat_map(|l| h.segments(l).wait_timeout(T).unwrap())
+        .filter_map(|s| s.path)
+        .collect();
+    for p in segment_files(&dir) {
+        assert!(live.contains(&p), "{} outlived retention", p.display());
+    }
+    assert_eq!(h.stats(0).wait_timeout(T).unwrap().deletes_on_shard, 0);
     e.close().unwrap();
     assert!(files_before.len() >= 2);
 }
