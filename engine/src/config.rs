@@ -252,6 +252,13 @@ impl Config {
         }
     }
 
+    /// DMA pool memory one log's writes in flight take: `flush_writes_in_flight` writes of
+    /// `flush_threshold_bytes`, each rounded up to a power of two by the pool's buddy
+    /// allocator. `io_memory_bytes` should be at least this (see there).
+    pub fn flush_pool_bytes(&self) -> u64 {
+        self.flush_threshold_bytes.next_power_of_two() * self.flush_writes_in_flight as u64
+    }
+
     /// The shard count after resolving `0` to the number of available cores.
     pub fn effective_shards(&self) -> usize {
         if self.shards == 0 {

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::format::segment::{align_down, align_up, encode_seal, Trailer};
 use crate::limits::BLOCK_SIZE;
 use crate::log::Log;
-use crate::segment::{SealedSegment, Store};
+use crate::segment::{ActiveSegment, SealedSegment, Store, WritePlan};
 use crate::shard::ShardCore;
 use futures_lite::future;
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
@@ -197,9 +197,10 @@ const COPY_STEP: usize = 32 << 10;
 /// short, several bounded writes in flight keep the device busy meanwhile, and the copy
 /// yields every `COPY_STEP` bytes so appends on this shard are never held up behind it.
 ///
-/// Only the flusher issues writes, one at a time, so the staged front cannot move while the
-/// copy yields: appends only add bytes behind it, and a roll only moves the segment from the
-/// active slot to the rolled list, where it is found again by its base.
+/// The staged front cannot move while the copy yields: the flusher issues one write at a
+/// time, producers issue none while `LogInner::copying` is set (`issue_full_write`), appends
+/// only add bytes behind it, and a roll only moves the segment from the active slot to the
+/// rolled list, where it is found again by its base.
 async fn issue_write(log: &Log, core: &ShardCore, base: u64) -> Result<Issued> {
     let max_write = align_down(core.config.flush_threshold_bytes).max(BLOCK_SIZE);
     let missing = || Error::Corruption {
@@ -233,22 +234,40 @@ async fn issue_write(log: &Log, core: &ShardCore, base: u64) -> Result<Issued> {
     .await;
     log.inner.borrow_mut().copying = false;
     copy?;
-    buf.as_bytes_mut()[plan.len..].fill(0);
     let mut inner = log.inner.borrow_mut();
     let s = inner.open_segment_mut(base).ok_or_else(missing)?;
+    Ok(put_in_flight(s, core, plan, buf))
+}
+
+/// Puts a planned write whose bytes are copied into `buf` in flight (zero-padding its tail
+/// block), and returns it for `perform`.
+fn put_in_flight(s: &mut ActiveSegment, core: &ShardCore, plan: WritePlan, mut buf: DmaBuffer) -> Issued {
+    buf.as_bytes_mut()[plan.len..].fill(0);
     let overlapped = s.inflight.iter().any(|w| !w.done);
     let buf = s.commit_write(plan, buf);
     if overlapped {
         core.stats.borrow_mut().overlapped_writes += 1;
     }
-    Ok(Issued {
-        base,
+    Issued {
+        base: s.base_offset,
         pos: plan.pos,
         buf,
         file: s.file.clone(),
         path: s.path.clone(),
         spare: s.spare_path.take(),
+    }
+}
+
+/// Performs an issued write in a task of its own; failing it fails the log.
+fn perform_in_task(log: &Rc<Log>, core: &Rc<ShardCore>, w: Issued) {
+    let (log, core) = (log.clone(), core.clone());
+    glommio::spawn_local(async move {
+        if let Err(e) = perform(&log, &core, w).await {
+            fail(&log, &core, &e);
+        }
+        log.flusher_wake.notify_all();
     })
+    .detach();
 }
 
 /// The largest write a producer issues itself (`issue_full_write`): its copy runs without a
@@ -286,33 +305,14 @@ pub fn issue_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) {
         let plan = a.plan_write(max_write);
         let mut buf = a.file.alloc_dma_buffer(align_up(plan.len as u64) as usize);
         buf.as_bytes_mut()[..plan.len].copy_from_slice(&a.staged()[..plan.len]);
-        buf.as_bytes_mut()[plan.len..].fill(0);
-        let overlapped = a.inflight.iter().any(|w| !w.done);
-        let buf = a.commit_write(plan, buf);
-        let issued = Issued {
-            base: a.base_offset,
-            pos: plan.pos,
-            buf,
-            file: a.file.clone(),
-            path: a.path.clone(),
-            spare: a.spare_path.take(),
-        };
+        let issued = put_in_flight(a, core, plan, buf);
         if a.unflushed_bytes() == 0 {
             inner.unflushed_since = None;
         }
-        let mut st = core.stats.borrow_mut();
-        st.producer_writes += 1;
-        st.overlapped_writes += u64::from(overlapped);
+        core.stats.borrow_mut().producer_writes += 1;
         issued
     };
-    let (log, core) = (log.clone(), core.clone());
-    glommio::spawn_local(async move {
-        if let Err(e) = perform(&log, &core, issued).await {
-            fail(&log, &core, &e);
-        }
-        log.flusher_wake.notify_all();
-    })
-    .detach();
+    perform_in_task(log, core, issued);
 }
 
 /// Performs an issued write, then retires it (with every completed write before it) and
@@ -384,14 +384,7 @@ async fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     if alone {
         return perform(log, core, w).await;
     }
-    let (log, core) = (log.clone(), core.clone());
-    glommio::spawn_local(async move {
-        if let Err(e) = perform(&log, &core, w).await {
-            fail(&log, &core, &e);
-        }
-        log.flusher_wake.notify_all();
-    })
-    .detach();
+    perform_in_task(log, core, w);
     Ok(())
 }
 

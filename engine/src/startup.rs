@@ -45,7 +45,7 @@ fn effective_cap(status: &str, cap: u32) -> bool {
 /// if executors cannot start at all.
 pub fn check_memory(cfg: &Config) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
-    let write_bytes = cfg.flush_threshold_bytes.next_power_of_two() * cfg.flush_writes_in_flight as u64;
+    let write_bytes = cfg.flush_pool_bytes();
     if (cfg.io_memory_bytes as u64) < write_bytes {
         warnings.push(format!(
             "io_memory_bytes {} is below flush_writes_in_flight {} x flush_threshold_bytes {} \

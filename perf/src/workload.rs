@@ -233,8 +233,7 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     // Room in the DMA pool for the writes in flight, as `Config::io_memory_bytes` advises:
     // buffers that do not fit come from the heap, which costs ~10 % of batched Synced
     // bandwidth and most of the Memory append tail here.
-    let writes = c.flush_threshold_bytes.next_power_of_two() as usize * c.flush_writes_in_flight;
-    c.io_memory_bytes = c.io_memory_bytes.max(writes + (2 << 20));
+    c.io_memory_bytes = c.io_memory_bytes.max(c.flush_pool_bytes() as usize + (2 << 20));
     if spec.io_workers_spare {
         c.io_worker_cpus = aof_engine::IoWorkerCpus::Spare;
     }
