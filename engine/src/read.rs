@@ -105,15 +105,7 @@ impl LogInner {
         if let Some(s) = self.open_segment(base) {
             let end = (pos + len as u64).min(s.end_pos);
             let floor = s.memory_floor().max(pos).min(end);
-            let mut mem = Vec::with_capacity((end - floor) as usize);
-            let mut at = floor;
-            while at < end {
-                // Prefer the write buffer: it holds the newest copy of the tail block.
-                let chunk_end = if at >= s.stage_pos { end } else { end.min(s.stage_pos) };
-                let bytes = s.read_memory(at, (chunk_end - at) as usize)?;
-                mem.extend_from_slice(&bytes);
-                at = chunk_end;
-            }
+            let mem = s.read_memory(floor, (end - floor) as usize)?;
             let disk = (pos < floor).then(|| (s.file.clone(), pos, (floor - pos) as usize, floor));
             return Some(Fetch::Bytes {
                 disk,

@@ -192,21 +192,32 @@ impl ActiveSegment {
         &self.index.entries
     }
 
-    /// Copies `[pos, pos + len)` from memory if the whole range is held there.
+    /// Copies `[pos, pos + len)` from memory if the whole range is held there: the range
+    /// may span several writes in flight and the staged bytes after them.
     pub fn read_memory(&self, pos: u64, len: usize) -> Option<Vec<u8>> {
         let end = pos + len as u64;
         if end > self.end_pos {
             return None;
         }
-        if pos >= self.stage_pos {
-            let s = self.staging_head + (pos - self.stage_pos) as usize;
-            return Some(self.staging[s..s + len].to_vec());
+        let mut out = Vec::with_capacity(len);
+        let mut at = pos;
+        while at < end {
+            if at >= self.stage_pos {
+                let s = self.staging_head + (at - self.stage_pos) as usize;
+                out.extend_from_slice(&self.staging[s..s + (end - at) as usize]);
+                break;
+            }
+            // A block rewritten by a later write has the same bytes in both (frames are only
+            // appended), so whichever write holds `at` will do; a write's bytes past its `end`
+            // are padding and never copied.
+            let w = self.inflight.iter().find(|w| w.pos <= at && at < w.end)?;
+            let upto = end.min(w.end);
+            let s = (at - w.pos) as usize;
+            out.extend_from_slice(&w.buf.as_bytes()[s..s + (upto - at) as usize]);
+            at = upto;
         }
-        // A block rewritten by a later write has the same bytes in both (frames are only
-        // appended), so any write holding the whole range will do.
-        let w = self.inflight.iter().find(|w| pos >= w.pos && end <= w.end)?;
-        let s = (pos - w.pos) as usize;
-        Some(w.buf.as_bytes()[s..s + len].to_vec())
+        debug_assert_eq!(out.len(), len);
+        Some(out)
     }
 
     /// Lowest file position held in memory; bytes below it are on disk and final.
@@ -346,4 +357,108 @@ pub fn skip_len(bytes: &[u8], max_payload: u32) -> Option<u64> {
         return None;
     }
     Some(frame::frame_len(len as usize) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::io::OpenOptions;
+
+    /// An active segment whose staged bytes are `bytes` from position 0 (no header: the
+    /// test only cares where bytes are held).
+    fn segment(file: Rc<DmaFile>, bytes: Vec<u8>) -> ActiveSegment {
+        ActiveSegment {
+            base_offset: 0,
+            path: PathBuf::new(),
+            file,
+            spare_path: None,
+            next_offset: 1,
+            end_pos: bytes.len() as u64,
+            stage_pos: 0,
+            staging: bytes,
+            staging_head: 0,
+            disk_end: 0,
+            inflight: VecDeque::new(),
+            index: IndexBuilder::new(1),
+            data_crc: 0,
+            first_timestamp_ns: 0,
+            last_timestamp_ns: 0,
+            first_append_at: None,
+            seal_started: false,
+            segment_size_bytes: 1 << 20,
+        }
+    }
+
+    fn issue(s: &mut ActiveSegment, max_write: u64) {
+        let plan = s.plan_write(max_write);
+        let mut buf = s.file.alloc_dma_buffer(align_up(plan.len as u64) as usize);
+        buf.as_bytes_mut().fill(0);
+        buf.as_bytes_mut()[..plan.len].copy_from_slice(&s.staged()[..plan.len]);
+        s.commit_write(plan, buf);
+    }
+
+    /// A reader's range may start in one write in flight and end in another, or in the
+    /// staged bytes after them; every byte from the memory floor up is readable, and a
+    /// range reaching below it (on disk) is not served from memory.
+    #[test]
+    fn memory_reads_span_writes_in_flight_and_the_staged_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seg");
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                crate::startup::prime_dma_probe(path.parent().expect("dir"))
+                    .await
+                    .expect("probe");
+                let file = Rc::new(
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .dma_open(&path)
+                        .await
+                        .expect("create"),
+                );
+                let block = BLOCK_SIZE as usize;
+                let all: Vec<u8> = (0..7 * block + 1000).map(|i| (i * 131 % 251) as u8).collect();
+                // Three whole-block writes, then one ending mid-block; more bytes arrive after.
+                let first = 5 * block + 300;
+                let mut s = segment(file, all[..first].to_vec());
+                issue(&mut s, 2 * BLOCK_SIZE);
+                issue(&mut s, 2 * BLOCK_SIZE);
+                issue(&mut s, 2 * BLOCK_SIZE);
+                assert_eq!(s.inflight.len(), 3);
+                assert_eq!(s.stage_pos, 5 * BLOCK_SIZE, "the partial tail block stays staged");
+                s.staging.extend_from_slice(&all[first..]);
+                s.end_pos = all.len() as u64;
+
+                let check = |s: &ActiveSegment| {
+                    let floor = s.memory_floor();
+                    for pos in (floor..s.end_pos).step_by(509) {
+                        for len in [1usize, 700, block, 3 * block + 17, all.len()] {
+                            let len = len.min((s.end_pos - pos) as usize);
+                            let got = s.read_memory(pos, len);
+                            let want = &all[pos as usize..pos as usize + len];
+                            assert_eq!(got.as_deref(), Some(want), "read [{pos}, +{len})");
+                        }
+                    }
+                    if floor > 0 {
+                        assert!(
+                            s.read_memory(floor - 1, 2).is_none(),
+                            "a range on disk is not in memory"
+                        );
+                    }
+                    assert!(s.read_memory(s.end_pos - 1, 2).is_none(), "past the end");
+                };
+                check(&s);
+                // Completing the second write retires nothing; the first retires it too.
+                assert_eq!(s.complete_write(2 * BLOCK_SIZE).0, 0);
+                check(&s);
+                s.complete_write(0);
+                assert_eq!(s.memory_floor(), 4 * BLOCK_SIZE);
+                check(&s);
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
 }

@@ -439,8 +439,12 @@ fn concurrent_writes_retire_in_order_and_lose_nothing() {
                 if visible == 0 {
                     continue;
                 }
-                let from = visible.saturating_sub(64);
-                for r in h.read_from("c", from, 64, usize::MAX).wait_timeout(T).unwrap() {
+                // The newest records, and a longer stretch that reaches back across every
+                // write in flight (a read may span several of them and the staged tail).
+                let short = h.read_from("c", visible.saturating_sub(64), 64, usize::MAX);
+                let long = h.read_from("c", visible.saturating_sub(400), 400, usize::MAX);
+                let short = short.wait_timeout(T).unwrap();
+                for r in short.into_iter().chain(long.wait_timeout(T).unwrap()) {
                     let (t, i) = (
                         r.payload[0] as usize,
                         u64::from_le_bytes(r.payload[1..9].try_into().unwrap()),
