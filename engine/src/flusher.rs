@@ -235,6 +235,10 @@ async fn issue_write(log: &Log, core: &ShardCore, base: u64) -> Result<Issued> {
     log.inner.borrow_mut().copying = false;
     copy?;
     let mut inner = log.inner.borrow_mut();
+    debug_assert!(
+        inner.earlier_segments_durable(base),
+        "segment {base} written before an earlier one"
+    );
     let s = inner.open_segment_mut(base).ok_or_else(missing)?;
     Ok(put_in_flight(s, core, plan, buf))
 }
@@ -289,13 +293,19 @@ const PRODUCER_WRITE_MAX: u64 = 512 << 10;
 ///
 /// The copy runs without a yield, so no other task can move the staged front under it; it
 /// is skipped while the flusher is between planning and committing a write of its own
-/// (`LogInner::copying`), and whenever the flusher could not issue one either.
+/// (`LogInner::copying`), while a rolled segment's data is not yet durable, and whenever the
+/// flusher could not issue one either.
 pub fn issue_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) {
     let cfg = &core.config;
     let max_write = align_down(cfg.flush_threshold_bytes.min(PRODUCER_WRITE_MAX)).max(BLOCK_SIZE);
     let issued = {
         let mut inner = log.inner.borrow_mut();
-        if inner.copying || inner.failed.is_some() || inner.closing {
+        // Nothing of a new segment may reach the disk before every earlier segment's data
+        // has (the flusher writes and syncs a rolled segment first): otherwise a crash leaves
+        // a hole, the rolled segment's unwritten tail, in front of records that survived, and
+        // a write ending at `end_pos` would acknowledge records of that tail as written.
+        let base = inner.active.base_offset;
+        if inner.copying || inner.failed.is_some() || inner.closing || !inner.earlier_segments_durable(base) {
             return;
         }
         let a = &mut inner.active;
@@ -318,6 +328,11 @@ pub fn issue_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) {
 /// Performs an issued write, then retires it (with every completed write before it) and
 /// acknowledges the records that are now wholly on disk.
 async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
+    debug_assert!(
+        log.inner.borrow().earlier_segments_durable(w.base),
+        "segment {} written before an earlier one is durable",
+        w.base
+    );
     if let Some(spare) = &w.spare {
         // The file takes its real name before its first byte of data is written, so a record
         // acknowledged as written is always found by recovery under the right name. Later
@@ -357,6 +372,13 @@ async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
     let (released, upto) = s.complete_write(w.pos);
     core.unflushed.set(core.unflushed.get() - released);
     if let Some(upto) = upto {
+        // Records below `upto` count as written only if every segment before this one is
+        // wholly on disk too: a rolled segment's data is, once its seal has started.
+        debug_assert!(
+            inner.earlier_segments_durable(w.base),
+            "segment {} acknowledged records past an earlier segment still being written",
+            w.base
+        );
         inner.written_upto = inner.written_upto.max(upto);
         inner.settle();
     }

@@ -109,6 +109,14 @@ impl LogInner {
         debug_assert!(self.written_upto <= self.next_offset);
     }
 
+    /// True if every segment before the open segment `base` has its data on disk and synced
+    /// (a rolled segment's seal has started). A segment's bytes may be written only then: a
+    /// crash must never leave an earlier segment's unwritten tail as a hole in front of later
+    /// records, and a write's completion must never acknowledge records of that tail.
+    pub fn earlier_segments_durable(&self, base: u64) -> bool {
+        self.rolled.iter().all(|r| r.base_offset >= base || r.seal_started)
+    }
+
     /// The segment with base `base` among those still being written.
     pub fn open_segment_mut(&mut self, base: u64) -> Option<&mut ActiveSegment> {
         if self.active.base_offset == base {

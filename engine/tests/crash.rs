@@ -205,3 +205,196 @@ fn kill9_writer_never_loses_acknowledged_records() {
         "the writer acknowledged too little to prove anything: {total_acked}"
     );
 }
+
+const WRITERS: usize = 4;
+
+fn concurrent_config(dir: &std::path::Path) -> aof_engine::Config {
+    let mut c = small_config(dir, 1);
+    // Small writes, many in flight at once, and batches that fill a whole write: kills land
+    // between writes completing out of order, in producer-issued writes and in rolls.
+    c.flush_threshold_bytes = 8 << 10;
+    c.flush_writes_in_flight = 8;
+    c.segment_size_bytes = 256 << 10;
+    c.tier1_frame_bytes = 8192;
+    c
+}
+
+/// Writer `t`'s record number `i`: who wrote it, then bytes only that record has.
+fn tagged(t: usize, i: u64) -> Vec<u8> {
+    let mut v = vec![t as u8];
+    v.extend_from_slice(&i.to_le_bytes());
+    v.extend_from_slice(&payload(t, i, size_of(t, i) % 3000));
+    v
+}
+
+/// The child: WRITERS threads append batches to one log, printing `ack <offset> <t> <i>` for
+/// every record of each acknowledged Synced/Written batch. Never returns on its own.
+#[test]
+#[ignore = "run by kill9_concurrent_writers_never_lose_acknowledged_records as a child process"]
+fn crash_child_concurrent_writers() {
+    let Ok(dir) = std::env::var("AOF_CRASH_DIR") else {
+        return;
+    };
+    let e = open(concurrent_config(std::path::Path::new(&dir)));
+    let h = e.handle();
+    let _ = h.create_log("c").wait();
+    // Each run starts its writers' numbering past every earlier run's: `i` stays unique.
+    let (_, base, _) = h.offsets("c").wait().unwrap();
+    let out = std::sync::Mutex::new(std::io::stdout());
+    std::thread::scope(|s| {
+        for t in 0..WRITERS {
+            let (h, out) = (h.clone(), &out);
+            s.spawn(move || {
+                let mut i = base * WRITERS as u64 + t as u64;
+                for b in 0u64.. {
+                    let n = 1 + (b * 7 + t as u64) % 40;
+                    let ids: Vec<u64> = (0..n).map(|k| i + k * WRITERS as u64).collect();
+                    let recs: Vec<OwnedRecord> = ids.iter().map(|&x| OwnedRecord::new(tagged(t, x))).collect();
+                    i += n * WRITERS as u64;
+                    let d = [Durability::Synced, Durability::Written, Durability::Memory][(b % 3) as usize];
+                    let r = h.append_batch("c", recs, d).wait().unwrap();
+                    let stats = (t == 0 && b % 16 == 0).then(|| h.stats(0).wait().unwrap());
+                    let mut o = out.lock().unwrap();
+                    if d != Durability::Memory {
+                        for (off, x) in r.zip(&ids) {
+                            writeln!(o, "ack {off} {t} {x}").unwrap();
+                        }
+                    }
+                    if let Some(st) = stats {
+                        writeln!(o, "stats {} {}", st.overlapped_writes, st.producer_writes).unwrap();
+                    }
+                    o.flush().unwrap();
+                }
+            });
+        }
+    });
+}
+
+/// Like `kill9_writer_never_loses_acknowledged_records`, with several producers per log and
+/// several writes in flight: every acknowledged record reads back as itself, and every record
+/// that reads back at all is intact and was appended by some writer.
+#[test]
+fn kill9_concurrent_writers_never_lose_acknowledged_records() {
+    let dir = tempdir("crash-concurrent");
+    let exe = std::env::current_exe().unwrap();
+    let iterations: u64 = std::env::var("AOF_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut rng = 0x0bad_cafe_f00d_1234u64 ^ std::process::id() as u64;
+    let mut acked: HashMap<u64, (usize, u64)> = HashMap::new();
+    let (mut overlapped, mut producer_writes) = (0u64, 0u64);
+    for it in 0..iterations {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let run_ms = 100 + rng % 400;
+        let mut child = Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_child_concurrent_writers",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("AOF_CRASH_DIR", &dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut acks, mut stats) = (Vec::new(), (0u64, 0u64));
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let p: Vec<&str> = line.split_whitespace().collect();
+                if p.len() == 4 && p[0] == "ack" {
+                    acks.push((
+                        p[1].parse::<u64>().unwrap(),
+                        p[2].parse().unwrap(),
+                        p[3].parse::<u64>().unwrap(),
+                    ));
+                } else if p.len() == 3 && p[0] == "stats" {
+                    stats = (p[1].parse().unwrap(), p[2].parse().unwrap());
+                }
+            }
+            (acks, stats)
+        });
+        std::thread::sleep(Duration::from_millis(run_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (acks, (o, p)) = reader.join().unwrap();
+        overlapped += o;
+        producer_writes += p;
+        for (off, t, i) in acks {
+            assert!(acked.insert(off, (t, i)).is_none(), "offset {off} acknowledged twice");
+        }
+
+        let e = open(concurrent_config(&dir));
+        // A crash cuts the tail of the log; it never leaves a hole in front of records that
+        // survived (a segment written before an earlier one was wholly on disk would).
+        for r in e.recovery_reports() {
+            assert!(
+                r.lost_ranges.is_empty() && r.missing.is_empty(),
+                "iteration {it}: {r:?}"
+            );
+        }
+        let h = e.handle();
+        if let Ok((first, next, _)) = h.offsets("c").wait() {
+            assert_eq!(first, 0);
+            let need = acked.keys().max().map_or(0, |m| m + 1);
+            assert!(
+                next >= need,
+                "iteration {it}: recovered to {next}, offset {} was acknowledged",
+                need - 1
+            );
+            let all = h.read_from("c", 0, usize::MAX, usize::MAX).wait().unwrap();
+            assert_eq!(
+                all.len() as u64,
+                next,
+                "iteration {it}: offsets {:?}, a read from {} fails with {:?}; {:?}",
+                h.offsets("c").wait(),
+                all.len(),
+                h.read_from("c", all.len() as u64, 1, usize::MAX)
+                    .wait()
+                    .map(|v| v.len()),
+                e.recovery_reports()
+            );
+            for r in &all {
+                let t = r.payload[0] as usize;
+                let i = u64::from_le_bytes(r.payload[1..9].try_into().unwrap());
+                assert!(
+                    t < WRITERS && r.payload == tagged(t, i),
+                    "iteration {it}: offset {} is damaged",
+                    r.offset
+                );
+                if let Some(&want) = acked.get(&r.offset) {
+                    assert_eq!((t, i), want, "iteration {it}: offset {} holds another record", r.offset);
+                }
+            }
+            // Records that survived are the floor for the next round, acknowledged or not.
+            for r in &all {
+                let t = r.payload[0] as usize;
+                let i = u64::from_le_bytes(r.payload[1..9].try_into().unwrap());
+                acked.insert(r.offset, (t, i));
+            }
+        } else {
+            assert!(acked.is_empty(), "the log was lost after acknowledged appends");
+        }
+        e.close().unwrap();
+    }
+    eprintln!(
+        "{iterations} kills, {} records held; the writers saw {overlapped} overlapped and {producer_writes} producer-issued writes",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 1000,
+        "too little was acknowledged to prove anything: {}",
+        acked.len()
+    );
+    // The kills must have landed on a log with several writes in flight.
+    assert!(
+        overlapped > 0 && producer_writes > 0,
+        "no concurrent writes: {overlapped}, {producer_writes}"
+    );
+}

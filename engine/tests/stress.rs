@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 const WRITERS: usize = 4;
 const BATCHES: u64 = 400;
 
+/// Per writer: each acknowledged batch's offsets and the record numbers it carried.
+type Acks = Vec<(usize, Vec<(Range<u64>, Range<u64>)>)>;
+
 /// xorshift64*: a seeded stream, so a failure names the seed that reproduces its workload.
 struct Rng(u64);
 
@@ -38,7 +41,7 @@ impl Rng {
 
 fn len_of(t: usize, i: u64) -> usize {
     // Mostly small, sometimes several blocks: frames straddle write and block boundaries.
-    let x = (i.wrapping_mul(2654435761) ^ t as u64 * 97) % 100;
+    let x = (i.wrapping_mul(2654435761) ^ (t as u64 * 97)) % 100;
     match x {
         0..=69 => 1 + (x as usize * 37 + t) % 300,
         70..=94 => 300 + (i as usize * 131) % 3000,
@@ -168,7 +171,7 @@ fn reads_anywhere_under_load_return_only_appended_records() {
                     })
                 })
                 .collect();
-            let acks: Vec<(usize, Vec<(Range<u64>, Range<u64>)>)> = writers
+            let acks: Acks = writers
                 .into_iter()
                 .enumerate()
                 .map(|(t, w)| (t, w.join().unwrap()))
