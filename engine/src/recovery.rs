@@ -631,6 +631,7 @@ pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result
         .or(tail.as_ref().map(|t| t.0.base))
         .unwrap_or(deleted_below)
         .max(deleted_below);
+    let tail_base = tail.as_ref().map(|t| t.0.base);
     let active = match tail {
         Some((sf, s, bytes)) if s.next_offset > sf.base || SegmentHeader::decode(&bytes).is_ok() => {
             repair_tail(cfg, meta.log_id, sf, s, &bytes, &mut report).await?
@@ -652,6 +653,12 @@ pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result
             fresh_active(cfg, base, path, file)
         }
     };
+    // The loop above counted a gap in front of every base, the unsealed tail's too; that one
+    // is decided here, where the tail is kept at its base (the gap stands, counted once) or
+    // removed as empty (the log goes on from the previous segment: nothing is lost).
+    if let Some(tail_base) = tail_base {
+        report.lost_ranges.retain(|&(_, end)| end != tail_base);
+    }
     if let Some(prev) = sealed.last() {
         if active.base_offset > prev.next_offset {
             report.lost_ranges.push((prev.next_offset, active.base_offset));

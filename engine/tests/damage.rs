@@ -296,3 +296,48 @@ fn damaged_log_meta_is_reported_with_its_path() {
     std::fs::write(&meta, &b).unwrap();
     check(&dir, 3, "after restoring log.meta");
 }
+
+/// The last segment's file under another name: `base` replaced by `new_base` in its name.
+fn renamed(p: &Path, new_base: u64) -> PathBuf {
+    let name = p.file_name().unwrap().to_str().unwrap();
+    p.with_file_name(format!("{}{new_base:020}.seg", &name[..17]))
+}
+
+/// A gap in front of the last (unsealed) segment is reported once, as lost; a last segment
+/// with nothing in it (no header, no records) is removed and the log goes on from the segment
+/// before it, with nothing reported lost.
+#[test]
+fn a_gap_before_the_last_segment_is_reported_once_and_only_if_it_stays() {
+    let dir = tempdir("gap-tail");
+    let (_, segs) = prepare_sealed(&dir);
+    let last = segs.last().unwrap().clone();
+    let base = base_of(&last);
+
+    // 1. The last segment named 10 offsets further on: its frames carry offsets the name does
+    //    not expect, so it holds no records, and the 10 offsets in front of it are lost.
+    let bytes = std::fs::read(&last).unwrap();
+    std::fs::rename(&last, renamed(&last, base + 10)).unwrap();
+    let e = open(raw_config(&dir, 1));
+    let r = &e.recovery_reports()[0];
+    assert_eq!(r.lost_ranges, vec![(base, base + 10)], "{r:?}");
+    assert_eq!(r.next_offset, base + 10, "{r:?}");
+    let h = e.handle();
+    assert!(matches!(h.read("t", base + 3).wait(), Err(Error::Corruption { .. })));
+    e.close().unwrap();
+
+    // 2. Put back as a file that never got its header: removed, and the log resumes at `base`.
+    for p in seg_files(&dir) {
+        if base_of(&p) >= base {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    std::fs::write(renamed(&last, base + 10), vec![0u8; bytes.len()]).unwrap();
+    let e = open(raw_config(&dir, 1));
+    let r = &e.recovery_reports()[0];
+    assert!(r.lost_ranges.is_empty(), "nothing is lost: {r:?}");
+    assert_eq!(r.next_offset, base, "{r:?}");
+    assert!(r.notes.iter().any(|n| n.contains("removed empty segment")), "{r:?}");
+    let h = e.handle();
+    assert_eq!(h.append("t", vec![7; 10], Durability::Synced).wait().unwrap(), base);
+    e.close().unwrap();
+}
