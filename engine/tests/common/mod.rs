@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A fresh data directory on a real (O_DIRECT-capable) file system under the target dir.
+/// Directories stay after the test for inspection; those of test processes that have exited
+/// are removed by the next run's first call, so they never pile up (a full workspace run
+/// leaves over a GiB).
 pub fn tempdir(name: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(sweep_exited);
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "{name}-{}-{}",
         std::process::id(),
@@ -15,6 +20,27 @@ pub fn tempdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Removes `<name>-<pid>-<serial>` directories whose process is gone.
+fn sweep_exited() {
+    let Ok(entries) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let mut parts = name.rsplitn(3, '-');
+        let (Some(serial), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(_), Ok(pid)) = (serial.parse::<u64>(), pid.parse::<u32>()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn aof_engine_test_serial() -> u64 {

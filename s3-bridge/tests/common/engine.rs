@@ -61,8 +61,27 @@ impl Bridge {
     }
 }
 
+/// A fresh directory `<name>-<pid>` under the target dir. Those an exited test process left
+/// under the same name are removed first, so runs do not pile up.
 pub fn tempdir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(name))
+            .and_then(|f| f.strip_prefix('-'))
+        else {
+            continue;
+        };
+        if pid
+            .parse::<u32>()
+            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let d = root.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
