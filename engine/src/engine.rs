@@ -432,7 +432,10 @@ impl Handle {
     }
 
     /// Reads up to `max_records` records from `offset` on, across segments, with at most
-    /// `max_bytes` of payload (at least one record if `offset` is readable).
+    /// `max_bytes` of payload (at least one record if `offset` is readable). If a record
+    /// cannot be read (damage, a file gone, a segment only in Tier2), the records before it
+    /// are returned without an error, so fewer than asked may come back before the end of
+    /// the log; the next read, from the first record not returned, reports the error.
     pub fn read_from(&self, name: &str, offset: u64, max_records: usize, max_bytes: usize) -> Reply<Vec<Record>> {
         let name = name.to_owned();
         self.request(self.shard_of(&name), false, move |core| async move {
@@ -647,6 +650,8 @@ impl LocalLog {
         })
     }
 
+    /// Like [`Handle::read_from`]: a record that cannot be read ends the batch before it, and
+    /// the next read from there reports the error.
     pub async fn read_from(&self, offset: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
         self.core
             .read_from(&self.log.name, offset, max_records, max_bytes)
