@@ -30,6 +30,14 @@ pub async fn run(core: Rc<ShardCore>) {
             core.tiering_done.notify_all();
             return;
         }
+        // Retention and the budget come first when due, also under a compression backlog:
+        // otherwise a log outgrows its retention limit for as long as the backlog lasts, and
+        // the segments retention is about to remove are compressed first for nothing.
+        if last_housekeeping.is_none_or(|t| t.elapsed() >= interval) {
+            housekeeping(&core).await;
+            last_housekeeping = Some(Instant::now());
+            continue;
+        }
         let job = core.tiering_queue.borrow_mut().pop_front();
         if let Some((log, base)) = job {
             core.tiering_busy.set(true);
@@ -40,11 +48,6 @@ pub async fn run(core: Rc<ShardCore>) {
             enforce_budget(&core).await;
             core.tiering_busy.set(false);
             core.tiering_done.notify_all();
-            continue;
-        }
-        if last_housekeeping.is_none_or(|t| t.elapsed() >= interval) {
-            housekeeping(&core).await;
-            last_housekeeping = Some(Instant::now());
             continue;
         }
         let left = interval.saturating_sub(last_housekeeping.map_or(Duration::ZERO, |t| t.elapsed()));

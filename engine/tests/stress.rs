@@ -9,7 +9,7 @@
 
 mod common;
 
-use aof_engine::{Durability, Error, OwnedRecord, Record};
+use aof_engine::{Durability, Error, OwnedRecord, Record, Retention};
 use common::*;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -217,5 +217,124 @@ fn reads_anywhere_under_load_return_only_appended_records() {
     let (_, next, _) = e.handle().offsets("s").wait_timeout(T).unwrap();
     assert_eq!(next, total, "records after restart");
     check(&e.handle());
+    e.close().unwrap();
+}
+
+/// The same readers while retention removes the oldest segments every few milliseconds: a read
+/// may find its offset gone (`OffsetOutOfRange`, with `first` past it), never another error,
+/// and never a damaged or different record.
+#[test]
+fn reads_racing_retention_see_only_appended_records_or_out_of_range() {
+    let dir = tempdir("stress-retention");
+    let mut c = small_config(&dir, 1);
+    c.flush_threshold_bytes = 8 << 10;
+    c.flush_writes_in_flight = 8;
+    c.segment_size_bytes = 192 << 10;
+    c.shard_memory_budget_bytes = 2 << 20;
+    c.housekeeping_interval = Duration::from_millis(10);
+    c.retention.max_bytes = Some(1 << 20);
+    let e = start(c);
+    let h = e.handle();
+    h.create_log("r").wait_timeout(T).unwrap();
+    let done = AtomicBool::new(false);
+    let seen: Mutex<HashMap<u64, (usize, u64)>> = Mutex::new(HashMap::new());
+    let seed0 = std::process::id() as u64 ^ 0x7e7e;
+    let (acks, (reads, gone)) = std::thread::scope(|sc| {
+        let readers: Vec<_> = (0..2u64)
+            .map(|r| {
+                let (h, done, seen) = (h.clone(), &done, &seen);
+                sc.spawn(move || {
+                    let seed = seed0.wrapping_add(r * 0x9E37_79B9) | 1;
+                    let mut rng = Rng(seed);
+                    let (mut reads, mut gone) = (0u64, 0u64);
+                    while !done.load(Ordering::Relaxed) {
+                        let (first, _, visible) = h.offsets("r").wait_timeout(T).unwrap();
+                        if visible == first {
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        // Mostly the oldest records, which retention is about to remove.
+                        let span = visible - first;
+                        let from = if rng.below(3) > 0 {
+                            first + rng.below(span.min(300))
+                        } else {
+                            first + rng.below(span)
+                        };
+                        let n = 1 + rng.below(300) as usize;
+                        match h.read_from("r", from, n, usize::MAX).wait_timeout(T) {
+                            Ok(got) => {
+                                assert!(!got.is_empty(), "a read of {from} returned nothing (seed {seed})");
+                                let mut seen = seen.lock().unwrap();
+                                for (off, id) in identify(from, &got) {
+                                    let prev = *seen.entry(off).or_insert(id);
+                                    assert_eq!(prev, id, "offset {off} read as two records (seed {seed})");
+                                }
+                                reads += 1;
+                            }
+                            Err(Error::OffsetOutOfRange { first, .. }) if first > from => gone += 1,
+                            Err(err) => panic!("read_from({from}, {n}) (seed {seed}): {err:?}"),
+                        }
+                    }
+                    (reads, gone)
+                })
+            })
+            .collect();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|t| {
+                let h = h.clone();
+                sc.spawn(move || {
+                    let mut rng = Rng(seed0.wrapping_mul(17).wrapping_add(t as u64) | 1);
+                    let mut i = 0u64;
+                    let mut acks = Vec::new();
+                    for b in 0..BATCHES {
+                        let n = 1 + rng.below(24);
+                        let batch: Vec<OwnedRecord> = (i..i + n).map(|k| OwnedRecord::new(record(t, k))).collect();
+                        let d =
+                            [Durability::Memory, Durability::Written, Durability::Synced][(b + t as u64) as usize % 3];
+                        let offs = h.append_batch("r", batch, d).wait_timeout(T).unwrap();
+                        acks.push((offs, i..i + n));
+                        i += n;
+                    }
+                    (t, acks)
+                })
+            })
+            .collect();
+        let acks: Acks = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        done.store(true, Ordering::Relaxed);
+        let counts = readers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        (acks, counts)
+    });
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    eprintln!("{reads} reads, {gone} found their offset removed; {st:?}");
+    assert!(st.retention_deleted_segments >= 3, "retention hardly ran: {st:?}");
+    assert!(reads > 50, "the readers hardly ran: {reads}");
+    let mut expect: HashMap<u64, (usize, u64)> = HashMap::new();
+    for (t, list) in &acks {
+        for (offs, ids) in list {
+            for (off, i) in offs.clone().zip(ids.clone()) {
+                expect.insert(off, (*t, i));
+            }
+        }
+    }
+    for (off, id) in seen.lock().unwrap().iter() {
+        assert_eq!(expect.get(off), Some(id), "a reader saw offset {off} as another record");
+    }
+    // What retention kept is intact and in place (once it has stopped removing).
+    h.set_retention("r", Retention::default()).wait_timeout(T).unwrap();
+    h.tiering_idle(0).wait_timeout(T).unwrap();
+    let (first, next, _) = h.offsets("r").wait_timeout(T).unwrap();
+    assert!(first > 0 && next == expect.len() as u64, "first {first}, next {next}");
+    let mut at = first;
+    while at < next {
+        let recs = h.read_from("r", at, 500, usize::MAX).wait_timeout(T).unwrap();
+        for (off, id) in identify(at, &recs) {
+            assert_eq!(expect.get(&off), Some(&id), "offset {off} holds another record");
+        }
+        at += recs.len() as u64;
+    }
     e.close().unwrap();
 }
