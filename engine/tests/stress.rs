@@ -18,6 +18,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const WRITERS: usize = 4;
+/// Appended after the writers: where the follower stops.
+const END: &[u8] = b"end of the stress run";
+const END_ID: (usize, u64) = (WRITERS, u64::MAX);
 const BATCHES: u64 = 400;
 
 /// Per writer: each acknowledged batch's offsets and the record numbers it carried.
@@ -63,6 +66,9 @@ fn identify(from: u64, recs: &[Record]) -> Vec<(u64, (usize, u64))> {
         .enumerate()
         .map(|(k, r)| {
             assert_eq!(r.offset, from + k as u64, "offsets are dense from {from}");
+            if r.payload == END {
+                return (r.offset, END_ID);
+            }
             assert!(r.payload.len() >= 9, "record {} too short to be ours", r.offset);
             let t = r.payload[0] as usize;
             let i = u64::from_le_bytes(r.payload[1..9].try_into().unwrap());
@@ -98,7 +104,7 @@ fn reads_anywhere_under_load_return_only_appended_records() {
     let seen: Mutex<HashMap<u64, (usize, u64)>> = Mutex::new(HashMap::new());
     let seed0 = std::process::id() as u64 ^ 0x5eed;
     let started = Instant::now();
-    let (acks, reads) =
+    let (acks, (reads, followed)) =
         std::thread::scope(|sc| {
             let readers: Vec<_> =
                 (0..3u64)
@@ -150,6 +156,26 @@ fn reads_anywhere_under_load_return_only_appended_records() {
                 })
                     })
                     .collect();
+            // A follower takes every record once, in order, as it becomes readable, until the
+            // end marker appended after the writers.
+            let follower = {
+                let (h, seen) = (h.clone(), &seen);
+                sc.spawn(move || {
+                    let mut f = h.follow("s", 0);
+                    let mut at = 0u64;
+                    loop {
+                        let r = f.next_record().unwrap();
+                        assert_eq!(r.offset, at, "the follower skipped or repeated a record");
+                        let (off, id) = identify(at, std::slice::from_ref(&r))[0];
+                        if id == END_ID {
+                            return at;
+                        }
+                        let prev = *seen.lock().unwrap().entry(off).or_insert(id);
+                        assert_eq!(prev, id, "the follower read offset {off} as another record");
+                        at += 1;
+                    }
+                })
+            };
             let writers: Vec<_> = (0..WRITERS)
                 .map(|t| {
                     let h = h.clone();
@@ -176,11 +202,13 @@ fn reads_anywhere_under_load_return_only_appended_records() {
                 .enumerate()
                 .map(|(t, w)| (t, w.join().unwrap()))
                 .collect();
+            h.append("s", END.to_vec(), Durability::Synced).wait_timeout(T).unwrap();
+            let followed = follower.join().unwrap();
             // Keep reading a little after the last append: seals and compression still run.
             std::thread::sleep(Duration::from_millis(300));
             done.store(true, Ordering::Relaxed);
             let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
-            (acks, reads)
+            (acks, (reads, followed))
         });
     let st = h.stats(0).wait_timeout(T).unwrap();
     eprintln!("{reads} reads in {:?}; {st:?}", started.elapsed());
@@ -198,6 +226,8 @@ fn reads_anywhere_under_load_return_only_appended_records() {
         }
     }
     let total = expect.len() as u64;
+    assert_eq!(followed, total, "the follower saw every record before the end marker");
+    expect.insert(total, END_ID);
     let check = |h: &aof_engine::Handle| {
         let mut at = 0u64;
         while at < total {
@@ -215,7 +245,7 @@ fn reads_anywhere_under_load_return_only_appended_records() {
     e.close().unwrap();
     let e = start(cfg());
     let (_, next, _) = e.handle().offsets("s").wait_timeout(T).unwrap();
-    assert_eq!(next, total, "records after restart");
+    assert_eq!(next, total + 1, "records (and the end marker) after restart");
     check(&e.handle());
     e.close().unwrap();
 }
