@@ -235,10 +235,6 @@ async fn issue_write(log: &Log, core: &ShardCore, base: u64) -> Result<Issued> {
     log.inner.borrow_mut().copying = false;
     copy?;
     let mut inner = log.inner.borrow_mut();
-    debug_assert!(
-        inner.earlier_segments_durable(base),
-        "segment {base} written before an earlier one"
-    );
     let s = inner.open_segment_mut(base).ok_or_else(missing)?;
     Ok(put_in_flight(s, core, plan, buf))
 }
@@ -328,6 +324,10 @@ pub fn issue_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) {
 /// Performs an issued write, then retires it (with every completed write before it) and
 /// acknowledges the records that are now wholly on disk.
 async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
+    // Every write, the flusher's and the producers', comes through here. The rule holds
+    // from here to the completion below (a rolled segment's seal never un-starts, and later
+    // rolls have higher bases), so records this write completes are acknowledged only once
+    // everything before them is on disk.
     debug_assert!(
         log.inner.borrow().earlier_segments_durable(w.base),
         "segment {} written before an earlier one is durable",
@@ -372,13 +372,6 @@ async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
     let (released, upto) = s.complete_write(w.pos);
     core.unflushed.set(core.unflushed.get() - released);
     if let Some(upto) = upto {
-        // Records below `upto` count as written only if every segment before this one is
-        // wholly on disk too: a rolled segment's data is, once its seal has started.
-        debug_assert!(
-            inner.earlier_segments_durable(w.base),
-            "segment {} acknowledged records past an earlier segment still being written",
-            w.base
-        );
         inner.written_upto = inner.written_upto.max(upto);
         inner.settle();
     }

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 pub async fn run(core: Rc<ShardCore>) {
     let interval = core.config.housekeeping_interval;
-    let mut last_housekeeping: Option<Instant> = None;
+    // Due at once: retention and the budget run before the first compression.
+    let mut housekeeping_due = Instant::now();
     loop {
         if core.closing.get() {
             core.tiering_done.notify_all();
@@ -33,9 +34,9 @@ pub async fn run(core: Rc<ShardCore>) {
         // Retention and the budget come first when due, also under a compression backlog:
         // otherwise a log outgrows its retention limit for as long as the backlog lasts, and
         // the segments retention is about to remove are compressed first for nothing.
-        if last_housekeeping.is_none_or(|t| t.elapsed() >= interval) {
+        if Instant::now() >= housekeeping_due {
             housekeeping(&core).await;
-            last_housekeeping = Some(Instant::now());
+            housekeeping_due = Instant::now() + interval;
             continue;
         }
         let job = core.tiering_queue.borrow_mut().pop_front();
@@ -50,7 +51,7 @@ pub async fn run(core: Rc<ShardCore>) {
             core.tiering_done.notify_all();
             continue;
         }
-        let left = interval.saturating_sub(last_housekeeping.map_or(Duration::ZERO, |t| t.elapsed()));
+        let left = housekeeping_due.saturating_duration_since(Instant::now());
         let wake = core.tiering_wake.next();
         future::or(wake, async {
             Timer::new(left.max(Duration::from_millis(1))).await;
