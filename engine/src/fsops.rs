@@ -145,52 +145,33 @@ async fn truncate_in_steps(f: std::fs::File, pace: Option<u64>) -> Option<std::f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::io::OpenOptions;
 
     const MIB: usize = 1 << 20;
 
     #[test]
     fn a_deleted_file_stays_whole_until_reads_in_flight_let_go() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("00000000000000000000.seg");
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(move || async move {
-                crate::startup::prime_dma_probe(path.parent().expect("dir"))
-                    .await
-                    .expect("probe");
-                let f = Rc::new(
-                    OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .dma_open(&path)
-                        .await
-                        .expect("create"),
-                );
-                // Three truncation steps' worth, each MiB with its own byte.
-                for i in 0..12u8 {
-                    let mut b = f.alloc_dma_buffer(MIB);
-                    b.as_bytes_mut().fill(i + 1);
-                    f.write_at(b, i as u64 * MIB as u64).await.expect("write");
-                }
-                let reader = f.clone();
-                let deleting = glommio::spawn_local({
-                    let path = path.clone();
-                    async move { delete_data_file(&path, f, Free::Truncate(None)).await }
-                });
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                assert!(path.exists(), "unlinked while a read held the file");
-                for i in 0..12u8 {
-                    let got = reader.read_at(i as u64 * MIB as u64, MIB).await.expect("read");
-                    assert_eq!(got.len(), MIB);
-                    assert!(got.iter().all(|&b| b == i + 1), "MiB {i} changed under a read");
-                }
-                drop(reader);
-                assert!(deleting.await.expect("delete"), "freed on the shard");
-                assert!(!path.exists(), "still there after the reads let go");
-            })
-            .expect("executor")
-            .join()
-            .expect("join");
+        crate::startup::with_dma_file("00000000000000000000.seg", |f, path| async move {
+            // Three truncation steps' worth, each MiB with its own byte.
+            for i in 0..12u8 {
+                let mut b = f.alloc_dma_buffer(MIB);
+                b.as_bytes_mut().fill(i + 1);
+                f.write_at(b, i as u64 * MIB as u64).await.expect("write");
+            }
+            let reader = f.clone();
+            let deleting = glommio::spawn_local({
+                let path = path.clone();
+                async move { delete_data_file(&path, f, Free::Truncate(None)).await }
+            });
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            assert!(path.exists(), "unlinked while a read held the file");
+            for i in 0..12u8 {
+                let got = reader.read_at(i as u64 * MIB as u64, MIB).await.expect("read");
+                assert_eq!(got.len(), MIB);
+                assert!(got.iter().all(|&b| b == i + 1), "MiB {i} changed under a read");
+            }
+            drop(reader);
+            assert!(deleting.await.expect("delete"), "freed on the shard");
+            assert!(!path.exists(), "still there after the reads let go");
+        });
     }
 }

@@ -362,7 +362,6 @@ pub fn skip_len(bytes: &[u8], max_payload: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::io::OpenOptions;
 
     /// An active segment whose staged bytes are `bytes` from position 0 (no header: the
     /// test only cares where bytes are held).
@@ -402,63 +401,45 @@ mod tests {
     /// range reaching below it (on disk) is not served from memory.
     #[test]
     fn memory_reads_span_writes_in_flight_and_the_staged_tail() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("seg");
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(move || async move {
-                crate::startup::prime_dma_probe(path.parent().expect("dir"))
-                    .await
-                    .expect("probe");
-                let file = Rc::new(
-                    OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .dma_open(&path)
-                        .await
-                        .expect("create"),
-                );
-                let block = BLOCK_SIZE as usize;
-                let all: Vec<u8> = (0..7 * block + 1000).map(|i| (i * 131 % 251) as u8).collect();
-                // Three whole-block writes, then one ending mid-block; more bytes arrive after.
-                let first = 5 * block + 300;
-                let mut s = segment(file, all[..first].to_vec());
-                issue(&mut s, 2 * BLOCK_SIZE);
-                issue(&mut s, 2 * BLOCK_SIZE);
-                issue(&mut s, 2 * BLOCK_SIZE);
-                assert_eq!(s.inflight.len(), 3);
-                assert_eq!(s.stage_pos, 5 * BLOCK_SIZE, "the partial tail block stays staged");
-                s.staging.extend_from_slice(&all[first..]);
-                s.end_pos = all.len() as u64;
+        crate::startup::with_dma_file("seg", |file, _| async move {
+            let block = BLOCK_SIZE as usize;
+            let all: Vec<u8> = (0..7 * block + 1000).map(|i| (i * 131 % 251) as u8).collect();
+            // Three whole-block writes, then one ending mid-block; more bytes arrive after.
+            let first = 5 * block + 300;
+            let mut s = segment(file, all[..first].to_vec());
+            issue(&mut s, 2 * BLOCK_SIZE);
+            issue(&mut s, 2 * BLOCK_SIZE);
+            issue(&mut s, 2 * BLOCK_SIZE);
+            assert_eq!(s.inflight.len(), 3);
+            assert_eq!(s.stage_pos, 5 * BLOCK_SIZE, "the partial tail block stays staged");
+            s.staging.extend_from_slice(&all[first..]);
+            s.end_pos = all.len() as u64;
 
-                let check = |s: &ActiveSegment| {
-                    let floor = s.memory_floor();
-                    for pos in (floor..s.end_pos).step_by(509) {
-                        for len in [1usize, 700, block, 3 * block + 17, all.len()] {
-                            let len = len.min((s.end_pos - pos) as usize);
-                            let got = s.read_memory(pos, len);
-                            let want = &all[pos as usize..pos as usize + len];
-                            assert_eq!(got.as_deref(), Some(want), "read [{pos}, +{len})");
-                        }
+            let check = |s: &ActiveSegment| {
+                let floor = s.memory_floor();
+                for pos in (floor..s.end_pos).step_by(509) {
+                    for len in [1usize, 700, block, 3 * block + 17, all.len()] {
+                        let len = len.min((s.end_pos - pos) as usize);
+                        let got = s.read_memory(pos, len);
+                        let want = &all[pos as usize..pos as usize + len];
+                        assert_eq!(got.as_deref(), Some(want), "read [{pos}, +{len})");
                     }
-                    if floor > 0 {
-                        assert!(
-                            s.read_memory(floor - 1, 2).is_none(),
-                            "a range on disk is not in memory"
-                        );
-                    }
-                    assert!(s.read_memory(s.end_pos - 1, 2).is_none(), "past the end");
-                };
-                check(&s);
-                // Completing the second write retires nothing; the first retires it too.
-                assert_eq!(s.complete_write(2 * BLOCK_SIZE).0, 0);
-                check(&s);
-                s.complete_write(0);
-                assert_eq!(s.memory_floor(), 4 * BLOCK_SIZE);
-                check(&s);
-            })
-            .expect("executor")
-            .join()
-            .expect("join");
+                }
+                if floor > 0 {
+                    assert!(
+                        s.read_memory(floor - 1, 2).is_none(),
+                        "a range on disk is not in memory"
+                    );
+                }
+                assert!(s.read_memory(s.end_pos - 1, 2).is_none(), "past the end");
+            };
+            check(&s);
+            // Completing the second write retires nothing; the first retires it too.
+            assert_eq!(s.complete_write(2 * BLOCK_SIZE).0, 0);
+            check(&s);
+            s.complete_write(0);
+            assert_eq!(s.memory_floor(), 4 * BLOCK_SIZE);
+            check(&s);
+        });
     }
 }

@@ -175,6 +175,34 @@ pub async fn prime_dma_probe(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// For unit tests: runs `body` on an executor of its own with a new, empty O_DIRECT file
+/// `name` in a temporary directory (removed after), the device probe primed first as a shard
+/// does.
+#[cfg(test)]
+pub fn with_dma_file<F, Fut>(name: &str, body: F)
+where
+    F: FnOnce(std::rc::Rc<glommio::io::DmaFile>, std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            prime_dma_probe(path.parent().expect("dir")).await.expect("probe");
+            let file = glommio::io::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .dma_open(&path)
+                .await
+                .expect("create");
+            body(std::rc::Rc::new(file), path).await
+        })
+        .expect("executor")
+        .join()
+        .expect("join");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
