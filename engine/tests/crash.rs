@@ -10,8 +10,9 @@ use aof_engine::{Durability, OwnedRecord};
 use common::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LOGS: usize = 3;
 
@@ -33,6 +34,48 @@ fn config(dir: &std::path::Path) -> aof_engine::Config {
     c.tier1_frame_bytes = 8192;
     c.manifest_compact_records = 8;
     c
+}
+
+/// How many kills a test runs: `AOF_CRASH_ITERATIONS`, or `default`.
+fn iterations(default: u64) -> u64 {
+    std::env::var("AOF_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The next value of a test's xorshift stream (seeded from the process id).
+fn next(rng: &mut u64) -> u64 {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    *rng
+}
+
+/// Runs the ignored child test `child` (this binary) on `dir`, with `env` set, for `run`,
+/// then kills it with SIGKILL: no destructor, no flush, no close. Returns each line it
+/// printed before it died, split into words.
+fn run_then_kill(child: &str, dir: &Path, env: Option<(&str, &str)>, run: Duration) -> Vec<Vec<String>> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", child, "--nocapture", "--test-threads=1"])
+        .env("AOF_CRASH_DIR", dir)
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    });
+    std::thread::sleep(run);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap()
 }
 
 /// The child: appends to LOGS logs from one thread each, printing `ack <log> <offset>` for
@@ -92,54 +135,17 @@ fn crash_child_writer() {
 #[test]
 fn kill9_writer_never_loses_acknowledged_records() {
     let dir = tempdir("crash");
-    let exe = std::env::current_exe().unwrap();
-    let iterations: u64 = std::env::var("AOF_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+    let iterations = iterations(15);
     let mut rng = 0x1234_5678_9abc_def0u64 ^ std::process::id() as u64;
     let mut total_acked = 0usize;
     let mut max_acked: HashMap<usize, u64> = HashMap::new();
     for it in 0..iterations {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let run_ms = 150 + rng % 600;
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "crash_child_writer",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("AOF_CRASH_DIR", &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut p = line.split_whitespace();
-                if p.next() == Some("ack") {
-                    let li: usize = p.next().unwrap().parse().unwrap();
-                    let off: u64 = p.next().unwrap().parse().unwrap();
-                    acks.push((li, off));
-                }
-            }
-            acks
-        });
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(run_ms) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // SIGKILL: no destructor, no flush, no close.
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let acks = reader.join().unwrap();
+        let run = Duration::from_millis(150 + next(&mut rng) % 600);
+        let acks: Vec<(usize, u64)> = run_then_kill("crash_child_writer", &dir, None, run)
+            .iter()
+            .filter(|w| w.len() == 3 && w[0] == "ack")
+            .map(|w| (w[1].parse().unwrap(), w[2].parse().unwrap()))
+            .collect();
         total_acked += acks.len();
         for &(li, off) in &acks {
             let m = max_acked.entry(li).or_insert(0);
@@ -295,58 +301,26 @@ fn kill9_concurrent_writers_under_retention_never_lose_acknowledged_records() {
 
 fn concurrent_kills(name: &str, retention: bool) {
     let dir = tempdir(name);
-    let exe = std::env::current_exe().unwrap();
-    let iterations: u64 = std::env::var("AOF_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let iterations = iterations(20);
     let mut rng = 0x0bad_cafe_f00d_1234u64 ^ std::process::id() as u64;
     let mut acked: HashMap<u64, (usize, u64)> = HashMap::new();
     let (mut overlapped, mut producer_writes) = (0u64, 0u64);
     let (mut total_acked, mut last_first, mut verified) = (0usize, 0u64, 0u64);
     for it in 0..iterations {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let run_ms = 100 + rng % 400;
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "crash_child_concurrent_writers",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("AOF_CRASH_DIR", &dir)
-            .envs(retention.then_some(("AOF_CRASH_RETENTION", "1")))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let (mut acks, mut stats) = (Vec::new(), (0u64, 0u64));
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let p: Vec<&str> = line.split_whitespace().collect();
-                if p.len() == 4 && p[0] == "ack" {
-                    acks.push((
-                        p[1].parse::<u64>().unwrap(),
-                        p[2].parse().unwrap(),
-                        p[3].parse::<u64>().unwrap(),
-                    ));
-                } else if p.len() == 3 && p[0] == "stats" {
-                    stats = (p[1].parse().unwrap(), p[2].parse().unwrap());
-                }
+        let run = Duration::from_millis(100 + next(&mut rng) % 400);
+        let env = retention.then_some(("AOF_CRASH_RETENTION", "1"));
+        let mut acks: Vec<(u64, usize, u64)> = Vec::new();
+        let mut stats = (0u64, 0u64);
+        for w in run_then_kill("crash_child_concurrent_writers", &dir, env, run) {
+            if w.len() == 4 && w[0] == "ack" {
+                acks.push((w[1].parse().unwrap(), w[2].parse().unwrap(), w[3].parse().unwrap()));
+            } else if w.len() == 3 && w[0] == "stats" {
+                // The counters so far: the last line is the run's total.
+                stats = (w[1].parse().unwrap(), w[2].parse().unwrap());
             }
-            (acks, stats)
-        });
-        std::thread::sleep(Duration::from_millis(run_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let (acks, (o, p)) = reader.join().unwrap();
-        overlapped += o;
-        producer_writes += p;
+        }
+        overlapped += stats.0;
+        producer_writes += stats.1;
         total_acked += acks.len();
         for (off, t, i) in acks {
             assert!(acked.insert(off, (t, i)).is_none(), "offset {off} acknowledged twice");
