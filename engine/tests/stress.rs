@@ -83,133 +83,174 @@ fn identify(from: u64, recs: &[Record]) -> Vec<(u64, (usize, u64))> {
         .collect()
 }
 
+/// Which record each offset held when it was read.
+type Seen = Mutex<HashMap<u64, (usize, u64)>>;
+
+/// Notes what a read returned; an offset read before must hold the same record (`who` names
+/// the reader in the failure).
+fn remember(seen: &Seen, ids: Vec<(u64, (usize, u64))>, who: &str) {
+    let mut seen = seen.lock().unwrap();
+    for (off, id) in ids {
+        let prev = *seen.entry(off).or_insert(id);
+        assert_eq!(prev, id, "offset {off} read as two different records ({who})");
+    }
+}
+
+/// Small writes, many in flight, small segments: reads meet every boundary often.
+fn stress_config(dir: &std::path::Path) -> aof_engine::Config {
+    let mut c = small_config(dir, 1);
+    c.flush_threshold_bytes = 8 << 10;
+    c.flush_writes_in_flight = 8;
+    c.segment_size_bytes = 192 << 10;
+    c.shard_memory_budget_bytes = 2 << 20;
+    c
+}
+
+/// WRITERS threads each append BATCHES batches of 1-24 records to `log`, cycling through the
+/// durabilities; returns when all are acknowledged.
+fn write_concurrently(h: &aof_engine::Handle, log: &str, seed: u64) -> Acks {
+    std::thread::scope(|sc| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|t| {
+                sc.spawn(move || {
+                    let mut rng = Rng(seed.wrapping_add(t as u64) | 1);
+                    let mut i = 0u64;
+                    let mut acks = Vec::new();
+                    for b in 0..BATCHES {
+                        let n = 1 + rng.below(24);
+                        let batch: Vec<OwnedRecord> = (i..i + n).map(|k| OwnedRecord::new(record(t, k))).collect();
+                        let d =
+                            [Durability::Memory, Durability::Written, Durability::Synced][(b + t as u64) as usize % 3];
+                        let offs = h.append_batch(log, batch, d).wait_timeout(T).unwrap();
+                        assert_eq!(offs.end - offs.start, n);
+                        acks.push((offs, i..i + n));
+                        i += n;
+                    }
+                    (t, acks)
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    })
+}
+
+/// Which record each acknowledged offset holds.
+fn expected(acks: &Acks) -> HashMap<u64, (usize, u64)> {
+    let mut expect = HashMap::new();
+    for (t, list) in acks {
+        for (offs, ids) in list {
+            for (off, i) in offs.clone().zip(ids.clone()) {
+                assert!(expect.insert(off, (*t, i)).is_none(), "offset {off} acknowledged twice");
+            }
+        }
+    }
+    expect
+}
+
+/// Reads `[from, to)` of `log`, every record intact and the one `expect` names.
+fn check_range(h: &aof_engine::Handle, log: &str, from: u64, to: u64, expect: &HashMap<u64, (usize, u64)>) {
+    let mut at = from;
+    while at < to {
+        let recs = h.read_from(log, at, 500, usize::MAX).wait_timeout(T).unwrap();
+        for (off, id) in identify(at, &recs) {
+            assert_eq!(expect.get(&off), Some(&id), "offset {off} holds another record");
+        }
+        at += recs.len() as u64;
+    }
+}
+
+/// One reader of log "s" until `done`: ranges and point reads (with `point_reads`), near the
+/// tail mostly; every record is checked and remembered. Returns how many reads it made.
+fn read_anywhere(h: &aof_engine::Handle, seed: u64, point_reads: bool, done: &AtomicBool, seen: &Seen) -> u64 {
+    let mut rng = Rng(seed);
+    let mut reads = 0u64;
+    while !done.load(Ordering::Relaxed) {
+        let (first, _, visible) = h.offsets("s").wait_timeout(T).unwrap();
+        if visible == first {
+            std::thread::yield_now();
+            continue;
+        }
+        // Near the tail most of the time (memory), anywhere otherwise.
+        let span = visible - first;
+        let from = if rng.below(4) > 0 {
+            visible - 1 - rng.below(span.min(600))
+        } else {
+            first + rng.below(span)
+        };
+        let got: Vec<Record> = if point_reads && rng.below(2) == 0 {
+            match h.read("s", from).wait_timeout(T) {
+                Ok(rec) => vec![rec],
+                Err(err) => panic!("point read of {from} (seed {seed}): {err}"),
+            }
+        } else {
+            let n = 1 + rng.below(400) as usize;
+            let bytes = if rng.below(3) == 0 {
+                1 + rng.below(64 << 10) as usize
+            } else {
+                usize::MAX
+            };
+            match h.read_from("s", from, n, bytes).wait_timeout(T) {
+                Ok(v) => v,
+                Err(Error::OffsetOutOfRange { .. }) if from < visible => {
+                    panic!("offset {from} below visible {visible} reported out of range (seed {seed})")
+                }
+                Err(err) => panic!("read_from({from}, {n}) (seed {seed}): {err}"),
+            }
+        };
+        assert!(!got.is_empty(), "a read of visible offset {from} returned nothing");
+        remember(seen, identify(from, &got), &format!("seed {seed}"));
+        reads += 1;
+    }
+    reads
+}
+
 #[test]
 fn reads_anywhere_under_load_return_only_appended_records() {
     let dir = tempdir("stress-reads");
-    let cfg = || {
-        let mut c = small_config(&dir, 1);
-        // Small writes, many in flight, small segments: reads meet every boundary often.
-        c.flush_threshold_bytes = 8 << 10;
-        c.flush_writes_in_flight = 8;
-        c.segment_size_bytes = 192 << 10;
-        c.shard_memory_budget_bytes = 2 << 20;
-        c
-    };
-    let e = start(cfg());
+    let e = start(stress_config(&dir));
     let h = e.handle();
     h.create_log("s").wait_timeout(T).unwrap();
     let done = AtomicBool::new(false);
     // Every offset any reader saw, and whose record it was: a second read of an offset must
     // find the same record.
-    let seen: Mutex<HashMap<u64, (usize, u64)>> = Mutex::new(HashMap::new());
+    let seen: Seen = Mutex::new(HashMap::new());
     let seed0 = std::process::id() as u64 ^ 0x5eed;
     let started = Instant::now();
-    let (acks, (reads, followed)) =
-        std::thread::scope(|sc| {
-            let readers: Vec<_> =
-                (0..3u64)
-                    .map(|r| {
-                        let (h, done, seen) = (h.clone(), &done, &seen);
-                        sc.spawn(move || {
-                    let seed = seed0.wrapping_add(r * 0x9E37_79B9) | 1;
-                    let mut rng = Rng(seed);
-                    let mut reads = 0u64;
-                    while !done.load(Ordering::Relaxed) {
-                        let (first, _, visible) = h.offsets("s").wait_timeout(T).unwrap();
-                        if visible == first {
-                            std::thread::yield_now();
-                            continue;
-                        }
-                        // Near the tail most of the time (memory), anywhere otherwise.
-                        let span = visible - first;
-                        let from = if rng.below(4) > 0 {
-                            visible - 1 - rng.below(span.min(600))
-                        } else {
-                            first + rng.below(span)
-                        };
-                        let got: Vec<Record> = if r == 2 && rng.below(2) == 0 {
-                            match h.read("s", from).wait_timeout(T) {
-                                Ok(rec) => vec![rec],
-                                Err(err) => panic!("point read of {from} (seed {seed}): {err}"),
-                            }
-                        } else {
-                            let n = 1 + rng.below(400) as usize;
-                            let bytes = if rng.below(3) == 0 { 1 + rng.below(64 << 10) as usize } else { usize::MAX };
-                            match h.read_from("s", from, n, bytes).wait_timeout(T) {
-                                Ok(v) => v,
-                                Err(Error::OffsetOutOfRange { .. }) if from < visible => {
-                                    panic!("offset {from} below visible {visible} reported out of range (seed {seed})")
-                                }
-                                Err(err) => panic!("read_from({from}, {n}) (seed {seed}): {err}"),
-                            }
-                        };
-                        assert!(!got.is_empty(), "a read of visible offset {from} returned nothing");
-                        let ids = identify(from, &got);
-                        let mut seen = seen.lock().unwrap();
-                        for (off, id) in ids {
-                            let prev = *seen.entry(off).or_insert(id);
-                            assert_eq!(prev, id, "offset {off} read as two different records (seed {seed})");
-                        }
-                        reads += 1;
+    let (acks, (reads, followed)) = std::thread::scope(|sc| {
+        let readers: Vec<_> = (0..3u64)
+            .map(|r| {
+                let (h, done, seen) = (&h, &done, &seen);
+                sc.spawn(move || read_anywhere(h, seed0.wrapping_add(r * 0x9E37_79B9) | 1, r == 2, done, seen))
+            })
+            .collect();
+        // A follower takes every record once, in order, as it becomes readable, until the
+        // end marker appended after the writers.
+        let follower = {
+            let (h, seen) = (h.clone(), &seen);
+            sc.spawn(move || {
+                let mut f = h.follow("s", 0);
+                let mut at = 0u64;
+                loop {
+                    let r = f.next_record().unwrap();
+                    assert_eq!(r.offset, at, "the follower skipped or repeated a record");
+                    let ids = identify(at, std::slice::from_ref(&r));
+                    if ids[0].1 == END_ID {
+                        return at;
                     }
-                    reads
-                })
-                    })
-                    .collect();
-            // A follower takes every record once, in order, as it becomes readable, until the
-            // end marker appended after the writers.
-            let follower = {
-                let (h, seen) = (h.clone(), &seen);
-                sc.spawn(move || {
-                    let mut f = h.follow("s", 0);
-                    let mut at = 0u64;
-                    loop {
-                        let r = f.next_record().unwrap();
-                        assert_eq!(r.offset, at, "the follower skipped or repeated a record");
-                        let (off, id) = identify(at, std::slice::from_ref(&r))[0];
-                        if id == END_ID {
-                            return at;
-                        }
-                        let prev = *seen.lock().unwrap().entry(off).or_insert(id);
-                        assert_eq!(prev, id, "the follower read offset {off} as another record");
-                        at += 1;
-                    }
-                })
-            };
-            let writers: Vec<_> = (0..WRITERS)
-                .map(|t| {
-                    let h = h.clone();
-                    sc.spawn(move || {
-                        let mut rng = Rng(seed0.wrapping_mul(31).wrapping_add(t as u64) | 1);
-                        let mut i = 0u64;
-                        let mut acks: Vec<(Range<u64>, Range<u64>)> = Vec::new();
-                        for b in 0..BATCHES {
-                            let n = 1 + rng.below(24);
-                            let batch: Vec<OwnedRecord> = (i..i + n).map(|k| OwnedRecord::new(record(t, k))).collect();
-                            let d = [Durability::Memory, Durability::Written, Durability::Synced]
-                                [(b + t as u64) as usize % 3];
-                            let offs = h.append_batch("s", batch, d).wait_timeout(T).unwrap();
-                            assert_eq!(offs.end - offs.start, n);
-                            acks.push((offs, i..i + n));
-                            i += n;
-                        }
-                        acks
-                    })
-                })
-                .collect();
-            let acks: Acks = writers
-                .into_iter()
-                .enumerate()
-                .map(|(t, w)| (t, w.join().unwrap()))
-                .collect();
-            h.append("s", END.to_vec(), Durability::Synced).wait_timeout(T).unwrap();
-            let followed = follower.join().unwrap();
-            // Keep reading a little after the last append: seals and compression still run.
-            std::thread::sleep(Duration::from_millis(300));
-            done.store(true, Ordering::Relaxed);
-            let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
-            (acks, (reads, followed))
-        });
+                    remember(seen, ids, "the follower");
+                    at += 1;
+                }
+            })
+        };
+        let acks = write_concurrently(&h, "s", seed0.wrapping_mul(31));
+        h.append("s", END.to_vec(), Durability::Synced).wait_timeout(T).unwrap();
+        let followed = follower.join().unwrap();
+        // Keep reading a little after the last append: seals and compression still run.
+        std::thread::sleep(Duration::from_millis(300));
+        done.store(true, Ordering::Relaxed);
+        let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        (acks, (reads, followed))
+    });
     let st = h.stats(0).wait_timeout(T).unwrap();
     eprintln!("{reads} reads in {:?}; {st:?}", started.elapsed());
     assert!(reads > 100, "the readers hardly ran: {reads} reads");
@@ -217,36 +258,19 @@ fn reads_anywhere_under_load_return_only_appended_records() {
     assert!(st.segments_sealed >= 3, "segments did not roll: {st:?}");
 
     // Every acknowledged record is where its append said, and what readers saw agrees.
-    let mut expect: HashMap<u64, (usize, u64)> = HashMap::new();
-    for (t, list) in &acks {
-        for (offs, ids) in list {
-            for (off, i) in offs.clone().zip(ids.clone()) {
-                assert!(expect.insert(off, (*t, i)).is_none(), "offset {off} acknowledged twice");
-            }
-        }
-    }
+    let mut expect = expected(&acks);
     let total = expect.len() as u64;
     assert_eq!(followed, total, "the follower saw every record before the end marker");
     expect.insert(total, END_ID);
-    let check = |h: &aof_engine::Handle| {
-        let mut at = 0u64;
-        while at < total {
-            let recs = h.read_from("s", at, 500, usize::MAX).wait_timeout(T).unwrap();
-            for (off, id) in identify(at, &recs) {
-                assert_eq!(expect.get(&off), Some(&id), "offset {off} holds another record");
-            }
-            at += recs.len() as u64;
-        }
-    };
-    check(&h);
+    check_range(&h, "s", 0, total, &expect);
     for (off, id) in seen.lock().unwrap().iter() {
         assert_eq!(expect.get(off), Some(id), "a reader saw offset {off} as another record");
     }
     e.close().unwrap();
-    let e = start(cfg());
+    let e = start(stress_config(&dir));
     let (_, next, _) = e.handle().offsets("s").wait_timeout(T).unwrap();
     assert_eq!(next, total + 1, "records (and the end marker) after restart");
-    check(&e.handle());
+    check_range(&e.handle(), "s", 0, total, &expect);
     e.close().unwrap();
 }
 
@@ -256,18 +280,14 @@ fn reads_anywhere_under_load_return_only_appended_records() {
 #[test]
 fn reads_racing_retention_see_only_appended_records_or_out_of_range() {
     let dir = tempdir("stress-retention");
-    let mut c = small_config(&dir, 1);
-    c.flush_threshold_bytes = 8 << 10;
-    c.flush_writes_in_flight = 8;
-    c.segment_size_bytes = 192 << 10;
-    c.shard_memory_budget_bytes = 2 << 20;
+    let mut c = stress_config(&dir);
     c.housekeeping_interval = Duration::from_millis(10);
     c.retention.max_bytes = Some(1 << 20);
     let e = start(c);
     let h = e.handle();
     h.create_log("r").wait_timeout(T).unwrap();
     let done = AtomicBool::new(false);
-    let seen: Mutex<HashMap<u64, (usize, u64)>> = Mutex::new(HashMap::new());
+    let seen: Seen = Mutex::new(HashMap::new());
     let seed0 = std::process::id() as u64 ^ 0x7e7e;
     let (acks, (reads, gone)) = std::thread::scope(|sc| {
         let readers: Vec<_> = (0..2u64)
@@ -294,11 +314,7 @@ fn reads_racing_retention_see_only_appended_records_or_out_of_range() {
                         match h.read_from("r", from, n, usize::MAX).wait_timeout(T) {
                             Ok(got) => {
                                 assert!(!got.is_empty(), "a read of {from} returned nothing (seed {seed})");
-                                let mut seen = seen.lock().unwrap();
-                                for (off, id) in identify(from, &got) {
-                                    let prev = *seen.entry(off).or_insert(id);
-                                    assert_eq!(prev, id, "offset {off} read as two records (seed {seed})");
-                                }
+                                remember(seen, identify(from, &got), &format!("seed {seed}"));
                                 reads += 1;
                             }
                             Err(Error::OffsetOutOfRange { first, .. }) if first > from => gone += 1,
@@ -309,27 +325,7 @@ fn reads_racing_retention_see_only_appended_records_or_out_of_range() {
                 })
             })
             .collect();
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|t| {
-                let h = h.clone();
-                sc.spawn(move || {
-                    let mut rng = Rng(seed0.wrapping_mul(17).wrapping_add(t as u64) | 1);
-                    let mut i = 0u64;
-                    let mut acks = Vec::new();
-                    for b in 0..BATCHES {
-                        let n = 1 + rng.below(24);
-                        let batch: Vec<OwnedRecord> = (i..i + n).map(|k| OwnedRecord::new(record(t, k))).collect();
-                        let d =
-                            [Durability::Memory, Durability::Written, Durability::Synced][(b + t as u64) as usize % 3];
-                        let offs = h.append_batch("r", batch, d).wait_timeout(T).unwrap();
-                        acks.push((offs, i..i + n));
-                        i += n;
-                    }
-                    (t, acks)
-                })
-            })
-            .collect();
-        let acks: Acks = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        let acks = write_concurrently(&h, "r", seed0.wrapping_mul(17));
         std::thread::sleep(Duration::from_millis(300));
         done.store(true, Ordering::Relaxed);
         let counts = readers
@@ -342,14 +338,7 @@ fn reads_racing_retention_see_only_appended_records_or_out_of_range() {
     eprintln!("{reads} reads, {gone} found their offset removed; {st:?}");
     assert!(st.retention_deleted_segments >= 3, "retention hardly ran: {st:?}");
     assert!(reads > 50, "the readers hardly ran: {reads}");
-    let mut expect: HashMap<u64, (usize, u64)> = HashMap::new();
-    for (t, list) in &acks {
-        for (offs, ids) in list {
-            for (off, i) in offs.clone().zip(ids.clone()) {
-                expect.insert(off, (*t, i));
-            }
-        }
-    }
+    let expect = expected(&acks);
     for (off, id) in seen.lock().unwrap().iter() {
         assert_eq!(expect.get(off), Some(id), "a reader saw offset {off} as another record");
     }
@@ -358,13 +347,6 @@ fn reads_racing_retention_see_only_appended_records_or_out_of_range() {
     h.tiering_idle(0).wait_timeout(T).unwrap();
     let (first, next, _) = h.offsets("r").wait_timeout(T).unwrap();
     assert!(first > 0 && next == expect.len() as u64, "first {first}, next {next}");
-    let mut at = first;
-    while at < next {
-        let recs = h.read_from("r", at, 500, usize::MAX).wait_timeout(T).unwrap();
-        for (off, id) in identify(at, &recs) {
-            assert_eq!(expect.get(&off), Some(&id), "offset {off} holds another record");
-        }
-        at += recs.len() as u64;
-    }
+    check_range(&h, "r", first, next, &expect);
     e.close().unwrap();
 }
