@@ -14,7 +14,7 @@ use crate::format::segment::{file_name, SegmentHeader};
 use crate::group::ForeignGroups;
 use crate::limits::{BATCH_RECORDS_MAX, BLOCK_SIZE};
 use crate::record::{now_ns, NewRecord};
-use crate::segment::{ActiveSegment, SealedSegment};
+use crate::segment::{ActiveSegment, FileName, SealedSegment};
 use crate::shard::ShardCore;
 use glommio::io::DmaFile;
 use std::cell::RefCell;
@@ -164,7 +164,7 @@ impl LogInner {
             base_offset: base,
             path: dir.join(file_name(log_id, base)),
             file,
-            spare_path: Some(spare_path),
+            name: FileName::Spare(spare_path),
             next_offset: base,
             end_pos: BLOCK_SIZE,
             stage_pos: 0,

@@ -14,7 +14,7 @@ use crate::limits::{BLOCK_SIZE, RECORD_BYTES_CEILING};
 use crate::log::{Log, LogInner};
 use crate::manifest::Manifest;
 use crate::record::now_ns;
-use crate::segment::{ActiveSegment, SealedSegment, Store};
+use crate::segment::{ActiveSegment, FileName, SealedSegment, Store};
 use crate::tier1;
 use glommio::io::{DmaFile, OpenOptions};
 use std::cell::{Cell, RefCell};
@@ -126,7 +126,7 @@ fn fresh_active(cfg: &Config, base: u64, path: PathBuf, file: Rc<DmaFile>) -> Ac
         base_offset: base,
         path,
         file,
-        spare_path: None,
+        name: FileName::Real,
         next_offset: base,
         end_pos: BLOCK_SIZE,
         stage_pos: BLOCK_SIZE,
@@ -745,7 +745,7 @@ async fn repair_tail(
         base_offset: sf.base,
         path: sf.path,
         file,
-        spare_path: None,
+        name: FileName::Real,
         next_offset: s.next_offset,
         end_pos: valid_end,
         stage_pos,

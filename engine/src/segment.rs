@@ -54,12 +54,27 @@ impl WritePlan {
 /// so `disk_end` only grows over a prefix that is wholly on disk. A write whose data ends
 /// mid-block is rewritten (extended) by the next one, so no write is issued while such a write
 /// is still running: two writes of the same block in flight could land in either order.
+/// The name a segment's file goes by. A spare swapped in at a roll keeps its spare name until
+/// the flusher renames it and syncs the directory, which it starts at once, beside the
+/// previous segment's seal. No write of the segment is performed before that is done, so a
+/// record acknowledged as written is always found by recovery under the right name; a crash
+/// in between leaves a file with its real name and no header, which recovery removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileName {
+    /// Still the spare's name; the rename has not started.
+    Spare(PathBuf),
+    /// A rename (and directory sync) is in flight.
+    Renaming,
+    /// The segment's own name, durably.
+    Real,
+}
+
 pub struct ActiveSegment {
     pub base_offset: u64,
     pub path: PathBuf,
     pub file: Rc<DmaFile>,
-    /// The file still has its spare name and must be renamed before its first write.
-    pub spare_path: Option<PathBuf>,
+    /// The name its file goes by (see `FileName`).
+    pub name: FileName,
     pub next_offset: u64,
     pub end_pos: u64,
     pub stage_pos: u64,
@@ -98,10 +113,14 @@ impl ActiveSegment {
         self.end_pos - self.disk_end.max(self.stage_pos).max(issued)
     }
 
-    /// True if the segment has something to write: unflushed bytes, or records in a file that
-    /// still has its spare name (its first write renames it, even with every byte staged).
+    /// True if the segment has bytes that no write has taken yet.
     pub fn needs_write(&self) -> bool {
-        self.unflushed_bytes() > 0 || self.spare_path.is_some() && self.record_count() > 0
+        self.unflushed_bytes() > 0
+    }
+
+    /// True once its file has its real name, durably: only then may a write of it be performed.
+    pub fn named(&self) -> bool {
+        matches!(self.name, FileName::Real)
     }
 
     /// True if another write may start now: fewer than `max` are unretired and none that
@@ -117,7 +136,7 @@ impl ActiveSegment {
     pub fn plan_write(&self, max_write: u64) -> WritePlan {
         debug_assert_eq!(self.stage_pos % BLOCK_SIZE, 0);
         debug_assert_eq!(max_write % BLOCK_SIZE, 0);
-        debug_assert!(self.unflushed_bytes() > 0 || self.spare_path.is_some());
+        debug_assert!(self.unflushed_bytes() > 0);
         let staged = self.end_pos - self.stage_pos;
         let (len, upto) = if staged <= max_write {
             (staged, Some(self.next_offset))
@@ -370,7 +389,7 @@ mod tests {
             base_offset: 0,
             path: PathBuf::new(),
             file,
-            spare_path: None,
+            name: FileName::Real,
             next_offset: 1,
             end_pos: bytes.len() as u64,
             stage_pos: 0,

@@ -341,3 +341,34 @@ fn a_gap_before_the_last_segment_is_reported_once_and_only_if_it_stays() {
     assert_eq!(h.append("t", vec![7; 10], Durability::Synced).wait().unwrap(), base);
     e.close().unwrap();
 }
+
+/// A crash in a roll after the new segment's rename but before its first write, and before
+/// the rolled segment's tail was written: a torn (zeroed) tail in front of a file with the next
+/// segment's name and nothing in it. Nothing acknowledged is in either part, so recovery keeps
+/// the records before the tear, removes the empty file, reports nothing lost, and the log goes
+/// on from the tear, in a new segment.
+#[test]
+fn a_roll_cut_short_after_the_rename_loses_nothing() {
+    let dir = tempdir("roll-rename");
+    let n = 40;
+    let (seg, bytes, pos) = prepare(&dir, n);
+    for (k, next_len) in [(n, 0usize), (n - 3, 64 << 10), (n - 10, 4096), (1, 64 << 10)] {
+        for p in seg_files(&dir) {
+            std::fs::remove_file(p).unwrap();
+        }
+        let mut d = bytes.clone();
+        d[pos[k as usize] as usize..].fill(0);
+        std::fs::write(&seg, &d).unwrap();
+        std::fs::write(renamed(&seg, n), vec![0u8; next_len]).unwrap();
+        let e = open(raw_config(&dir, 1));
+        let r = &e.recovery_reports()[0];
+        assert!(r.lost_ranges.is_empty(), "torn at record {k}: nothing is lost: {r:?}");
+        assert_eq!(r.next_offset, k, "{r:?}");
+        assert!(r.notes.iter().any(|n| n.contains("removed empty segment")), "{r:?}");
+        e.close().unwrap();
+        let mut expect = vec![seg.clone(), renamed(&seg, k)];
+        expect.dedup();
+        assert_eq!(seg_files(&dir), expect, "the empty file is replaced by one at the tear");
+        check(&dir, k, &format!("torn at record {k}, next file of {next_len} bytes"));
+    }
+}

@@ -130,6 +130,11 @@ struct WorkloadArgs {
     /// writes in flight plus 2 MiB). Smaller pools send write buffers to the heap.
     #[arg(long)]
     io_memory_kib: Option<u64>,
+    /// Segment size in MiB (`Config::segment_size_bytes`, default 64). Each roll seals the
+    /// segment (its tail write and an fdatasync) and renames the next one: larger segments
+    /// roll less often under a fast writer.
+    #[arg(long)]
+    segment_mib: Option<u64>,
 }
 
 fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
@@ -160,6 +165,7 @@ impl WorkloadArgs {
             preempt_us: self.preempt_us,
             io_workers_spare: self.io_workers_spare,
             io_memory_kib: self.io_memory_kib,
+            segment_mib: self.segment_mib,
             backlog_compressed: false,
             tier2: false,
         }
@@ -419,6 +425,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             preempt_us: None,
             io_workers_spare: false,
             io_memory_kib: None,
+            segment_mib: None,
         }
         .spec(label)
     };

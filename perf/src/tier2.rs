@@ -192,6 +192,7 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         preempt_us: None,
         io_workers_spare: false,
         io_memory_kib: None,
+        segment_mib: None,
     };
     eprintln!("[2/{steps}] appends, bridge idle");
     let idle = workload::run(dir, &spec("synced 1 KiB x16, Tier1 backlog, bridge idle"))?;

@@ -126,6 +126,9 @@ pub struct Spec {
     /// `Config::io_memory_bytes` in KiB; `None` = default.
     #[serde(default)]
     pub io_memory_kib: Option<u64>,
+    /// `Config::segment_size_bytes` in MiB; `None` = default.
+    #[serde(default)]
+    pub segment_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -239,6 +242,9 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     }
     if let Some(kib) = spec.io_memory_kib {
         c.io_memory_bytes = (kib as usize) << 10;
+    }
+    if let Some(mib) = spec.segment_mib {
+        c.segment_size_bytes = mib << 20;
     }
     if let Some(us) = spec.preempt_us {
         c.preempt_interval = Duration::from_micros(us);
