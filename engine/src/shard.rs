@@ -507,6 +507,9 @@ pub struct ShardStats {
     pub tiering_errors: u64,
     pub retention_deleted_segments: u64,
     pub retention_deleted_bytes: u64,
+    /// Of `retention_deleted_segments`, those removed before they were compressed (with
+    /// compression on: compression work saved).
+    pub retention_deleted_uncompressed: u64,
     pub manifest_records: u64,
     pub manifest_compactions: u64,
     /// Deleted segments whose Tier2 copy the bridge still has to delete.

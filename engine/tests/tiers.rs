@@ -189,6 +189,40 @@ fn compression_profile_changes_at_run_time() {
     e.close().unwrap();
 }
 
+/// A sealed segment that retention removes anyway is removed when its turn to be compressed
+/// comes, not compressed first. Housekeeping runs only at start here, and compression is
+/// paced slower than the writer, so every segment but the first few is past the limit by its
+/// turn: the old code compressed all of them (then retention removed them).
+#[test]
+fn segments_past_retention_are_removed_not_compressed() {
+    let dir = tempdir("tiers-doomed");
+    let mut c = tier_config(&dir);
+    c.retention = Retention {
+        max_age: None,
+        max_bytes: Some(600 << 10),
+    };
+    c.housekeeping_interval = Duration::from_secs(3600);
+    c.tier1_io_bytes_per_sec = Some(4 << 20);
+    let e = start(c);
+    let h = e.handle();
+    h.create_log("d").wait_timeout(T).unwrap();
+    let n = fill(&h, "d", 0, 16);
+    h.tiering_idle(0).wait_timeout(T).unwrap();
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    let sealed = st.segments_sealed;
+    assert!(sealed >= 16, "{st:?}");
+    assert!(st.retention_deleted_uncompressed >= 8, "{st:?}");
+    assert!(st.segments_compressed <= sealed / 2, "{st:?}");
+    let (first, next, _) = h.offsets("d").wait_timeout(T).unwrap();
+    assert_eq!(next, n);
+    assert!(first > 0);
+    // The removals on the compression path left nothing for a full retention pass to do.
+    h.housekeeping(0).wait_timeout(T).unwrap();
+    assert_eq!(h.offsets("d").wait_timeout(T).unwrap().0, first);
+    verify(&h, "d", first..n, "what retention kept");
+    e.close().unwrap();
+}
+
 #[test]
 fn retention_by_size_and_by_age_removes_oldest_segments_everywhere() {
     let dir = tempdir("tiers-retention");
