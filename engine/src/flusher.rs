@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::segment::{align_down, align_up, encode_seal, Trailer};
+use crate::fsops;
 use crate::limits::BLOCK_SIZE;
 use crate::log::Log;
 use crate::segment::{ActiveSegment, FileName, SealedSegment, Store, WritePlan};
@@ -655,13 +656,55 @@ async fn write_seal(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
     Ok(())
 }
 
-/// Creates and preallocates the file the next segment will live in.
+/// Makes a kept file of an earlier segment (`tiering::retire_raw`) ready to be the next
+/// segment: its header block zeroed, so that once it takes the next segment's name it reads as
+/// a segment never written until its first write lands; preallocated again to the segment
+/// size (sealing cut it to its data); and both made durable before it can be renamed.
+async fn reuse_spare(path: &std::path::Path, f: &DmaFile, size: u64, prealloc: bool) -> Result<()> {
+    let mut zero = f.alloc_dma_buffer(BLOCK_SIZE as usize);
+    zero.as_bytes_mut().fill(0);
+    f.write_at(zero, 0)
+        .await
+        .map_err(|e| Error::glommio("zero reused segment header", path, e))?;
+    if prealloc {
+        f.pre_allocate(size, false)
+            .await
+            .map_err(|e| Error::glommio("preallocate reused segment", path, e))?;
+    }
+    f.fdatasync()
+        .await
+        .map_err(|e| Error::glommio("fdatasync reused segment", path, e))
+}
+
+/// Creates and preallocates the file the next segment will live in, or reuses one kept from
+/// an earlier segment.
 async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
+    let size = core.config.segment_size_bytes;
+    let prealloc = core.config.preallocate;
+    let kept = log.inner.borrow_mut().recycled.pop();
+    if let Some((path, f)) = kept {
+        match reuse_spare(&path, &f, size, prealloc).await {
+            Ok(()) => {
+                core.stats.borrow_mut().spares_reused += 1;
+                let mut i = log.inner.borrow_mut();
+                i.spare_wanted = false;
+                i.spare_in_progress = false;
+                i.spare = Some((path, f));
+                drop(i);
+                log.changed.notify_all();
+                log.flusher_wake.notify_all();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(log = %log.name, error = %e, "cannot reuse a kept segment file; creating a new one");
+                let _ = f.close_rc().await;
+                let _ = fsops::remove(&path).await;
+            }
+        }
+    }
     let path = log
         .dir
         .join(format!("spare-{}-{}.tmp", crate::record::now_ns(), core.next_serial()));
-    let size = core.config.segment_size_bytes;
-    let prealloc = core.config.preallocate;
     let result = async {
         let f = OpenOptions::new()
             .read(true)

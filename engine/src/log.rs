@@ -66,6 +66,9 @@ pub struct LogInner {
     pub spare_staging: Vec<u8>,
     pub spare_wanted: bool,
     pub spare_in_progress: bool,
+    /// Files of raw segments this log no longer holds, under spare names, for `make_spare` to
+    /// reuse (see `tiering::retire_raw`): at most `RECYCLE_MAX`.
+    pub recycled: Vec<(PathBuf, Rc<DmaFile>)>,
     /// An fdatasync of the active segment is running in its own task (`flusher::start_sync`);
     /// meanwhile the flusher may write the next bytes, but starts no second sync.
     pub sync_in_flight: bool,

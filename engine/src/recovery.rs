@@ -166,6 +166,7 @@ fn new_log(meta: &LogMeta, dir: PathBuf, sealed: Vec<SealedSegment>, active: Act
             spare_staging: Vec::new(),
             spare_wanted: false,
             spare_in_progress: false,
+            recycled: Vec::new(),
             sync_in_flight: false,
             copying: false,
             foreign: Default::default(),
@@ -595,7 +596,8 @@ pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result
         // must never turn valid old records into "damage".
         let s = scan::scan(data, sf.base, RECORD_BYTES_CEILING, cfg.index_interval_bytes);
         if let Some((pos, why)) = s.stopped {
-            if !why.is_clean_end() || !last {
+            let clean = why.is_clean_end() || why.is_earlier_life(sf.base);
+            if !clean || !last {
                 report
                     .notes
                     .push(format!("{}: scan stopped at byte {pos}: {why:?}", sf.path.display()));
@@ -698,7 +700,15 @@ async fn repair_tail(
 ) -> Result<ActiveSegment> {
     let file = open_dma(&sf.path, true).await?;
     let valid_end = s.data_end;
-    let used_end = last_nonzero(bytes).max(valid_end);
+    // In a reused file, an earlier life's frames lie past this segment's data: they are not
+    // counted as cut (a clean close would otherwise look like damage at every restart).
+    let data = bytes.get(BLOCK_SIZE as usize..).unwrap_or(&[]);
+    let from = (valid_end - BLOCK_SIZE) as usize;
+    let used_end = match scan::reused_tail_end(data, from, sf.base, RECORD_BYTES_CEILING) {
+        Some(own) => BLOCK_SIZE + own as u64,
+        None => last_nonzero(bytes),
+    }
+    .max(valid_end);
     report.truncated_bytes = used_end - valid_end;
     report.dropped_batch_records = s.dropped_batch_records;
     if SegmentHeader::decode(bytes).is_err() {

@@ -415,7 +415,9 @@ impl ShardCore {
         }
         // Remove unused spare files so a clean shutdown leaves no leftovers.
         for l in &logs {
-            if let Some((p, _)) = l.inner.borrow_mut().spare.take() {
+            let mut i = l.inner.borrow_mut();
+            let unused = i.spare.take().into_iter().chain(i.recycled.drain(..));
+            for (p, _) in unused {
                 let _ = std::fs::remove_file(p);
             }
         }
@@ -510,6 +512,11 @@ pub struct ShardStats {
     /// Of `retention_deleted_segments`, those removed before they were compressed (with
     /// compression on: compression work saved).
     pub retention_deleted_uncompressed: u64,
+    /// Raw segment files kept for reuse as the next segment instead of deleted, and spares
+    /// made from them: their blocks are already written, so writes over them skip the
+    /// filesystem's conversion of preallocated (unwritten) extents.
+    pub segments_recycled: u64,
+    pub spares_reused: u64,
     pub manifest_records: u64,
     pub manifest_compactions: u64,
     /// Deleted segments whose Tier2 copy the bridge still has to delete.

@@ -83,14 +83,16 @@ fn is_sealed(log: &Log, base: u64) -> bool {
 async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
     let m = core.manifest();
     ensure_recorded(core, log, base).await?;
+    // Retention applies as segments are sealed, not only every `housekeeping_interval`: a
+    // segment that retention removes anyway is removed now, not compressed first (under a
+    // tight limit and a compression backlog, about half of the segments compressed were
+    // removed by the next retention pass, measured in tests/stress.rs), and a fast writer's
+    // removed segments come back as its next spares (`retire_raw`) at the pace it seals them.
+    if over_retention(log, &policy(core, log)) > 0 {
+        apply_retention(core, log).await?;
+    }
     if !core.config.tier1_compress {
         return Ok(());
-    }
-    // A segment that retention removes anyway is removed now, not compressed first: under a
-    // tight limit and a compression backlog, about half of the segments compressed were
-    // removed by the next retention pass (measured in tests/stress.rs).
-    if past_retention(core, log, base) {
-        return apply_retention(core, log).await;
     }
     let src = {
         let i = log.inner.borrow();
@@ -165,9 +167,65 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         // Reads that already hold the raw file finish first; the name goes then. (By path:
         // glommio's `remove` unlinks the name a file was opened under, and segments are
         // renamed after opening.)
-        delete_paced(core, path, f);
+        retire_raw(core, log, path, f);
     }
     Ok(())
+}
+
+/// Raw segment files a log keeps for reuse as its next segments. Two cover the spare being
+/// made and the next one; more would only hold disk space.
+pub const RECYCLE_MAX: usize = 2;
+
+/// Retires the file of a raw segment the log no longer holds: kept for reuse as a spare
+/// (`flusher::make_spare`) if the log has room for it, deleted otherwise.
+///
+/// Why: a new segment written into freshly preallocated space makes the filesystem convert
+/// each written range from unwritten to written, and on ext4 every write then takes the inode
+/// lock that fdatasync also takes. Measured with fio, 512 KiB O_DIRECT writes at depth 4 with an
+/// fdatasync every 4 MiB: 2.4-2.5 GB/s into a fallocated file against 3.2-3.6 GB/s over
+/// written blocks (2.6 against 4.7 at depth 16). Reuse also spares the device the discard of a
+/// deleted file.
+///
+/// Safe because a segment is recognised by its name and its contents together: the header
+/// block is zeroed (durably) before the file can take a segment's name, a trailer counts only
+/// if it names the segment's base, and the recovery scan accepts a frame only if it carries
+/// the next expected offset, which no frame of an earlier life of the file can (this log's
+/// earlier offsets are all lower). Readers that still hold the file finish first.
+fn retire_raw(core: &Rc<ShardCore>, log: &Rc<Log>, path: std::path::PathBuf, file: Rc<glommio::io::DmaFile>) {
+    let full = log.inner.borrow().recycled.len() >= RECYCLE_MAX || log.inner.borrow().closing;
+    if full || !core.config.recycle_segments {
+        return delete_paced(core, path, file);
+    }
+    let (core, log) = (core.clone(), log.clone());
+    core.deletions.set(core.deletions.get() + 1);
+    glommio::spawn_local(async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Rc::strong_count(&file) > 1 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        let spare = log
+            .dir
+            .join(format!("spare-{}-{}.tmp", crate::record::now_ns(), core.next_serial()));
+        let full = log.inner.borrow().recycled.len() >= RECYCLE_MAX || log.inner.borrow().closing;
+        if Rc::strong_count(&file) > 1 || full {
+            delete_paced(&core, path, file);
+        } else {
+            match file.rename(&spare).await {
+                Ok(()) => {
+                    log.inner.borrow_mut().recycled.push((spare, file));
+                    core.stats.borrow_mut().segments_recycled += 1;
+                    log.flusher_wake.notify_all();
+                }
+                Err(e) => {
+                    tracing::warn!(shard = core.id, path = %path.display(), error = %e, "could not keep a segment file for reuse; deleting it");
+                    delete_paced(&core, path, file);
+                }
+            }
+        }
+        core.deletions.set(core.deletions.get() - 1);
+        core.tiering_done.notify_all();
+    })
+    .detach();
 }
 
 /// Deletes a segment file that only this engine reads (a raw segment, or a Tier1 file without
@@ -235,12 +293,6 @@ fn over_retention(log: &Log, p: &Retention) -> usize {
     n
 }
 
-/// True if retention removes the sealed segment with base `base` at its next pass.
-fn past_retention(core: &ShardCore, log: &Log, base: u64) -> bool {
-    let n = over_retention(log, &policy(core, log));
-    log.inner.borrow().sealed.iter().take(n).any(|s| s.base_offset == base)
-}
-
 /// Removes the oldest sealed segments while the log breaks its retention policy.
 async fn apply_retention(core: &Rc<ShardCore>, log: &Rc<Log>) -> Result<()> {
     loop {
@@ -298,7 +350,13 @@ async fn delete_oldest(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64, next_offs
         }
     }
     tracing::info!(shard = core.id, log = %log.name, base, next_offset, "retention removed a segment");
-    remove_local(core, seg.store, &seg.path).await
+    match seg.store {
+        Store::Raw(f) => {
+            retire_raw(core, log, seg.path, f);
+            Ok(())
+        }
+        store => remove_local(core, store, &seg.path).await,
+    }
 }
 
 /// Removes a segment's local file. With a bridge, a Tier1 file is deleted before this

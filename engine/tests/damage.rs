@@ -372,3 +372,117 @@ fn a_roll_cut_short_after_the_rename_loses_nothing() {
         check(&dir, k, &format!("torn at record {k}, next file of {next_len} bytes"));
     }
 }
+
+/// Files of segments that retention removed come back as the log's next segments, with their
+/// earlier life's frames still in them behind the new ones. A restart finds exactly the
+/// records appended and reports nothing cut or lost; and a torn write over a reused file (its
+/// first blocks new, the rest still the earlier life's) gives back exactly the new records
+/// wholly before the tear, never an earlier life's record, also under the earlier segment's
+/// base (the frames' offsets say whose they are).
+#[test]
+fn reused_segment_files_never_return_an_earlier_lifes_records() {
+    let dir = tempdir("reuse");
+    let mut c = raw_config(&dir, 1);
+    c.retention = aof_engine::Retention {
+        max_age: None,
+        max_bytes: Some(600 << 10),
+    };
+    let e = open(c.clone());
+    let h = e.handle();
+    h.create_log("t").wait().unwrap();
+    let mut i = 0u64;
+    let mut reused = 0;
+    while reused < 3 {
+        let recs = (i..i + 16)
+            .map(|k| OwnedRecord::new(payload(0, k, 3000 + size(k))))
+            .collect();
+        h.append_batch("t", recs, Durability::Written).wait().unwrap();
+        i += 16;
+        reused = h.stats(0).wait().unwrap().spares_reused;
+        assert!(i < 100_000, "no spare was ever reused");
+    }
+    // Single-record batches in the (reused) active segment, so any record can end the data.
+    let segs = h.segments("t").wait().unwrap();
+    let active = segs.last().unwrap().clone();
+    let old_bytes = std::fs::read(segs[0].path.as_ref().unwrap()).unwrap();
+    let tail_from = i;
+    for k in i..i + 300 {
+        assert_eq!(
+            h.append("t", payload(0, k, size(k)), Durability::Written)
+                .wait()
+                .unwrap(),
+            k
+        );
+    }
+    let n = i + 300;
+    let active_base = h.segments("t").wait().unwrap().last().unwrap().base_offset;
+    assert_eq!(active_base, active.base_offset, "no roll during the tail");
+    assert!(active.base_offset < tail_from);
+    h.sync("t").wait().unwrap();
+    let (first, next, _) = h.offsets("t").wait().unwrap();
+    assert_eq!(next, n);
+    assert!(first > 0, "retention removed segments");
+    e.close().unwrap();
+    let seg = active.path.clone().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+
+    let reads_back = |upto: u64, what: &str| {
+        let e = open(c.clone());
+        let r = e.recovery_reports()[0].clone();
+        let h = e.handle();
+        assert_eq!(h.offsets("t").wait().unwrap().1, upto, "{what}: {r:?}");
+        assert!(r.lost_ranges.is_empty(), "{what}: {r:?}");
+        let all = h.read_from("t", first, usize::MAX, usize::MAX).wait().unwrap();
+        assert_eq!(all.len() as u64, upto - first, "{what}");
+        for rec in &all {
+            let k = rec.offset;
+            let len = if k >= tail_from { size(k) } else { 3000 + size(k) };
+            assert_eq!(rec.payload, payload(0, k, len), "{what}: record {k}");
+        }
+        assert!(
+            matches!(h.read("t", upto).wait(), Err(Error::OffsetOutOfRange { .. })),
+            "{what}"
+        );
+        e.close().unwrap();
+        r
+    };
+    // 1. As closed: every record, nothing cut.
+    let r = reads_back(n, "as closed");
+    assert_eq!(r.truncated_bytes, 0, "{r:?}");
+
+    // 2. Torn writes: the file's first blocks as written, the rest from an earlier segment.
+    //    Frames of the tail records are found by walking from the segment's first tail record.
+    let mut ends = Vec::new(); // (end position, records up to and including this one)
+    let tail_start;
+    {
+        // The tail records start where the segment's batches end: find the first by its bytes.
+        let f0 = payload(0, tail_from, size(tail_from));
+        let at = bytes.windows(f0.len()).position(|w| w == f0.as_slice()).unwrap();
+        let mut pos = (at - 40) as u64; // the frame header precedes the payload
+        tail_start = pos;
+        assert_eq!(frame_len(0), 40, "frame header size assumed by this test");
+        for k in tail_from..n {
+            pos += frame_len(size(k)) as u64;
+            ends.push((pos, k + 1));
+        }
+    }
+    let last_end = ends.last().unwrap().0;
+    let first_cut = tail_start.div_ceil(4096) * 4096;
+    assert!(first_cut + 3 * 4096 < last_end, "the tail spans several blocks");
+    for cut in [first_cut, first_cut + 4096, first_cut + 3 * 4096] {
+        let mut d = bytes.clone();
+        let len = d.len().min(old_bytes.len());
+        d[cut as usize..len].copy_from_slice(&old_bytes[cut as usize..len]);
+        std::fs::write(&seg, &d).unwrap();
+        let upto = ends
+            .iter()
+            .filter(|(end, _)| *end <= cut)
+            .map(|&(_, k)| k)
+            .max()
+            .unwrap_or(tail_from);
+        assert!(upto > tail_from, "the cut keeps some tail records");
+        reads_back(upto, &format!("torn at block {}", cut / 4096));
+        // Put the file back as it was (the open above cut the torn part away for good).
+        std::fs::write(&seg, &bytes).unwrap();
+    }
+}

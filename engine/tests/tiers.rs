@@ -288,7 +288,17 @@ fn retention_by_size_and_by_age_removes_oldest_segments_everywhere() {
     assert_eq!(h.offsets("big").wait_timeout(T).unwrap().0, first);
     assert_eq!(h.offsets("old").wait_timeout(T).unwrap().0, i);
     verify(&h, "big", first..n, "after restart");
-    let n2 = fill(&h, "big", n, 10);
+    // Ten more segments sealed (retention keeps the log at about two sealed ones meanwhile:
+    // it runs as each is sealed).
+    let sealed = |h: &aof_engine::Handle| h.stats(0).wait_timeout(T).unwrap().segments_sealed;
+    let (sealed0, mut n2) = (sealed(&h), n);
+    while sealed(&h) < sealed0 + 10 {
+        let recs: Vec<OwnedRecord> = (n2..n2 + 16).map(|k| OwnedRecord::new(body(k))).collect();
+        h.append_batch("big", recs, Durability::Written)
+            .wait_timeout(T)
+            .unwrap();
+        n2 += 16;
+    }
     h.housekeeping(0).wait_timeout(T).unwrap();
     let (first2, _, _) = h.offsets("big").wait_timeout(T).unwrap();
     assert!(first2 > first, "retention keeps applying after restart");

@@ -135,6 +135,15 @@ struct WorkloadArgs {
     /// roll less often under a fast writer.
     #[arg(long)]
     segment_mib: Option<u64>,
+    /// Keep each log to this many MiB (`Config::retention`, by size): a steady state in which
+    /// retention removes the oldest segments as new ones seal, and their files come back as
+    /// spares. The warm-up should write more than this.
+    #[arg(long)]
+    retention_mib: Option<u64>,
+    /// Delete the files of removed segments instead of reusing them as spares
+    /// (`Config::recycle_segments = false`).
+    #[arg(long)]
+    no_recycle: bool,
 }
 
 fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
@@ -166,6 +175,8 @@ impl WorkloadArgs {
             io_workers_spare: self.io_workers_spare,
             io_memory_kib: self.io_memory_kib,
             segment_mib: self.segment_mib,
+            retention_mib: self.retention_mib,
+            no_recycle: self.no_recycle,
             backlog_compressed: false,
             tier2: false,
         }
@@ -426,6 +437,8 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             io_workers_spare: false,
             io_memory_kib: None,
             segment_mib: None,
+            retention_mib: None,
+            no_recycle: false,
         }
         .spec(label)
     };

@@ -193,6 +193,8 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         io_workers_spare: false,
         io_memory_kib: None,
         segment_mib: None,
+        retention_mib: None,
+        no_recycle: false,
     };
     eprintln!("[2/{steps}] appends, bridge idle");
     let idle = workload::run(dir, &spec("synced 1 KiB x16, Tier1 backlog, bridge idle"))?;

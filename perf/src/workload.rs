@@ -129,6 +129,12 @@ pub struct Spec {
     /// `Config::segment_size_bytes` in MiB; `None` = default.
     #[serde(default)]
     pub segment_mib: Option<u64>,
+    /// `Config::retention` by size, in MiB; `None` = no retention.
+    #[serde(default)]
+    pub retention_mib: Option<u64>,
+    /// `Config::recycle_segments = false`.
+    #[serde(default)]
+    pub no_recycle: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -245,6 +251,13 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     }
     if let Some(mib) = spec.segment_mib {
         c.segment_size_bytes = mib << 20;
+    }
+    c.recycle_segments = !spec.no_recycle;
+    if let Some(mib) = spec.retention_mib {
+        c.retention = aof_engine::Retention {
+            max_age: None,
+            max_bytes: Some(mib << 20),
+        };
     }
     if let Some(us) = spec.preempt_us {
         c.preempt_interval = Duration::from_micros(us);

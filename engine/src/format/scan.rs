@@ -37,6 +37,14 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// True if the scan stopped at a frame from an earlier life of a reused file (see
+    /// `tiering::retire_raw`): intact, but with an offset below the segment's base, which no
+    /// frame of this segment can carry (a log's offsets only grow). What follows is that
+    /// earlier life's data, not damage.
+    pub fn is_earlier_life(&self, base: u64) -> bool {
+        matches!(self, StopReason::OffsetGap { found, .. } if *found < base)
+    }
+
     /// True if the stop looks like never-written space rather than damage.
     pub fn is_clean_end(&self) -> bool {
         matches!(
@@ -44,6 +52,35 @@ impl StopReason {
             StopReason::Frame(FrameError::BadMagic) | StopReason::Frame(FrameError::Truncated)
         )
     }
+}
+
+/// Where this segment's own bytes past position `from` of `data` end, if the file holds frames
+/// of an earlier life (a reused file, see `tiering::retire_raw`): the end of the last intact
+/// frame past `from` with an offset of at least `base`, or `from`. `None` if no intact frame of
+/// an earlier life lies past `from` (then whatever is there is this segment's own, torn).
+/// Used only to report how much recovery cut; it never decides what is kept.
+pub fn reused_tail_end(data: &[u8], from: usize, base: u64, max_payload: u32) -> Option<usize> {
+    let magic = frame::FRAME_MAGIC.to_le_bytes();
+    let (mut own_end, mut earlier) = (from, false);
+    let mut p = from;
+    while p + crate::limits::FRAME_HEADER_BYTES <= data.len() {
+        if data[p + 36..p + 40] != magic {
+            p += 1;
+            continue;
+        }
+        match frame::decode(&data[p..], max_payload) {
+            Ok(h) if p + h.frame_len() <= data.len() => {
+                if h.offset >= base {
+                    own_end = own_end.max(p + h.frame_len());
+                } else {
+                    earlier = true;
+                }
+                p += h.frame_len();
+            }
+            _ => p += 1,
+        }
+    }
+    earlier.then_some(own_end)
 }
 
 /// Incremental index builder shared by the scan and the live append path, so both produce the
@@ -199,5 +236,47 @@ mod tests {
         for w in s.index.windows(2) {
             assert!(w[1].pos - w[0].pos >= 500);
         }
+    }
+
+    /// A reused file: this segment's frames (offsets from 100) over an earlier life's (offsets
+    /// from 5, same frame sizes, so the new data ends on an old frame's boundary).
+    #[test]
+    fn an_earlier_lifes_frames_end_the_scan_and_are_not_counted_as_cut() {
+        let old: Vec<(u64, usize, bool)> = (5..25).map(|o| (o, 100, false)).collect();
+        let new: Vec<(u64, usize, bool)> = (100..105).map(|o| (o, 100, false)).collect();
+        let mut data = segment(&old);
+        let fresh = segment(&new);
+        let new_end = frame::frame_len(100) * 5;
+        data[..new_end].copy_from_slice(&fresh[..new_end]);
+        let s = scan(&data, 100, 1 << 20, 4096);
+        assert_eq!(s.next_offset, 105);
+        let (pos, why) = s.stopped.unwrap();
+        assert_eq!(pos, BLOCK_SIZE + new_end as u64);
+        assert_eq!(
+            why,
+            StopReason::OffsetGap {
+                expected: 105,
+                found: 10
+            }
+        );
+        assert!(why.is_earlier_life(100) && !why.is_clean_end());
+        assert_eq!(reused_tail_end(&data, new_end, 100, 1 << 20), Some(new_end));
+        // A frame of this life past `from` counts as this life's bytes.
+        let torn: Vec<(u64, usize, bool)> = (100..106).map(|o| (o, 100, false)).collect();
+        let t = segment(&torn);
+        let six = frame::frame_len(100) * 6;
+        data[..six].copy_from_slice(&t[..six]);
+        let s = scan(&data[..], 100, 1 << 20, 4096);
+        assert_eq!(s.next_offset, 106);
+        assert_eq!(reused_tail_end(&data, new_end, 100, 1 << 20), Some(six));
+        // A file with no earlier life: nothing to say, the caller counts non-zero bytes.
+        let plain = segment(&new);
+        assert_eq!(reused_tail_end(&plain, new_end, 100, 1 << 20), None);
+        // A stale frame of this segment's own offsets is not an earlier life.
+        assert!(!StopReason::OffsetGap {
+            expected: 105,
+            found: 103
+        }
+        .is_earlier_life(100));
     }
 }
