@@ -276,7 +276,12 @@ fn crash_child_concurrent_writers() {
                         }
                     }
                     if let Some(st) = stats {
-                        writeln!(o, "stats {} {}", st.overlapped_writes, st.producer_writes).unwrap();
+                        writeln!(
+                            o,
+                            "stats {} {} {}",
+                            st.overlapped_writes, st.producer_writes, st.spares_reused
+                        )
+                        .unwrap();
                     }
                     o.flush().unwrap();
                 }
@@ -304,23 +309,24 @@ fn concurrent_kills(name: &str, retention: bool) {
     let iterations = iterations(20);
     let mut rng = 0x0bad_cafe_f00d_1234u64 ^ std::process::id() as u64;
     let mut acked: HashMap<u64, (usize, u64)> = HashMap::new();
-    let (mut overlapped, mut producer_writes) = (0u64, 0u64);
+    let (mut overlapped, mut producer_writes, mut reused) = (0u64, 0u64, 0u64);
     let (mut total_acked, mut last_first, mut verified) = (0usize, 0u64, 0u64);
     for it in 0..iterations {
         let run = Duration::from_millis(100 + next(&mut rng) % 400);
         let env = retention.then_some(("AOF_CRASH_RETENTION", "1"));
         let mut acks: Vec<(u64, usize, u64)> = Vec::new();
-        let mut stats = (0u64, 0u64);
+        let mut stats = (0u64, 0u64, 0u64);
         for w in run_then_kill("crash_child_concurrent_writers", &dir, env, run) {
             if w.len() == 4 && w[0] == "ack" {
                 acks.push((w[1].parse().unwrap(), w[2].parse().unwrap(), w[3].parse().unwrap()));
-            } else if w.len() == 3 && w[0] == "stats" {
+            } else if w.len() == 4 && w[0] == "stats" {
                 // The counters so far: the last line is the run's total.
-                stats = (w[1].parse().unwrap(), w[2].parse().unwrap());
+                stats = (w[1].parse().unwrap(), w[2].parse().unwrap(), w[3].parse().unwrap());
             }
         }
         overlapped += stats.0;
         producer_writes += stats.1;
+        reused += stats.2;
         total_acked += acks.len();
         for (off, t, i) in acks {
             assert!(acked.insert(off, (t, i)).is_none(), "offset {off} acknowledged twice");
@@ -391,7 +397,7 @@ fn concurrent_kills(name: &str, retention: bool) {
         e.close().unwrap();
     }
     eprintln!(
-        "{iterations} kills, {total_acked} acknowledged records checked, {} held from offset {last_first}; the writers saw {overlapped} overlapped and {producer_writes} producer-issued writes",
+        "{iterations} kills, {total_acked} acknowledged records checked, {} held from offset {last_first}; the writers saw {overlapped} overlapped and {producer_writes} producer-issued writes, {reused} segments in reused files",
         acked.len()
     );
     assert!(
@@ -399,6 +405,9 @@ fn concurrent_kills(name: &str, retention: bool) {
         "too little was acknowledged to prove anything: {total_acked}"
     );
     assert_eq!(last_first > 0, retention, "retention removed records only if it was on");
+    // Kills also land on segments written over reused files (of segments retention removed,
+    // or that Tier1 files replaced).
+    assert!(reused > 0, "no segment file was reused");
     // The kills must have landed on a log with several writes in flight.
     assert!(
         overlapped > 0 && producer_writes > 0,
