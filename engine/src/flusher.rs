@@ -676,58 +676,24 @@ async fn reuse_spare(path: &std::path::Path, f: &DmaFile, size: u64, prealloc: b
         .map_err(|e| Error::glommio("fdatasync reused segment", path, e))
 }
 
+/// A new name for a spare file of `log` (`spare-<unix ns>-<per-shard serial>.tmp`).
+pub fn spare_path(log: &Log, core: &ShardCore) -> PathBuf {
+    log.dir
+        .join(format!("spare-{}-{}.tmp", crate::record::now_ns(), core.next_serial()))
+}
+
 /// Creates and preallocates the file the next segment will live in, or reuses one kept from
 /// an earlier segment.
 async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
-    let size = core.config.segment_size_bytes;
-    let prealloc = core.config.preallocate;
-    let kept = log.inner.borrow_mut().recycled.pop();
-    if let Some((path, f)) = kept {
-        match reuse_spare(&path, &f, size, prealloc).await {
-            Ok(()) => {
-                core.stats.borrow_mut().spares_reused += 1;
-                let mut i = log.inner.borrow_mut();
-                i.spare_wanted = false;
-                i.spare_in_progress = false;
-                i.spare = Some((path, f));
-                drop(i);
-                log.changed.notify_all();
-                log.flusher_wake.notify_all();
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(log = %log.name, error = %e, "cannot reuse a kept segment file; creating a new one");
-                let _ = f.close_rc().await;
-                let _ = fsops::remove(&path).await;
-            }
-        }
-    }
-    let path = log
-        .dir
-        .join(format!("spare-{}-{}.tmp", crate::record::now_ns(), core.next_serial()));
-    let result = async {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .dma_open(&path)
-            .await
-            .map_err(|e| Error::glommio("create spare segment", &path, e))?;
-        if prealloc {
-            if let Err(e) = f.pre_allocate(size, false).await {
-                let _ = f.close().await;
-                let _ = std::fs::remove_file(&path);
-                return Err(Error::glommio("preallocate spare segment", &path, e));
-            }
-        }
-        Ok(f)
-    }
-    .await;
+    let result = match reuse_kept(&log, &core).await {
+        Some(spare) => Ok(spare),
+        None => new_spare(&log, &core).await,
+    };
     let mut i = log.inner.borrow_mut();
     i.spare_wanted = false;
     i.spare_in_progress = false;
     match result {
-        Ok(f) => i.spare = Some((path, Rc::new(f))),
+        Ok(spare) => i.spare = Some(spare),
         Err(e) => {
             tracing::warn!(log = %log.name, error = %e, "cannot create the next segment");
             i.spare_error = Some(e);
@@ -736,4 +702,44 @@ async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
     drop(i);
     log.changed.notify_all();
     log.flusher_wake.notify_all();
+}
+
+/// A kept file of an earlier segment made ready as the next spare, if the log has one and it
+/// can be made ready (otherwise it is removed, and a new spare is created instead).
+async fn reuse_kept(log: &Log, core: &ShardCore) -> Option<(PathBuf, Rc<DmaFile>)> {
+    let kept = log.inner.borrow_mut().recycled.pop();
+    let (path, f) = kept?;
+    let cfg = &core.config;
+    match reuse_spare(&path, &f, cfg.segment_size_bytes, cfg.preallocate).await {
+        Ok(()) => {
+            core.stats.borrow_mut().spares_reused += 1;
+            Some((path, f))
+        }
+        Err(e) => {
+            tracing::warn!(log = %log.name, error = %e, "cannot reuse a kept segment file; creating a new one");
+            let _ = f.close_rc().await;
+            let _ = fsops::remove(&path).await;
+            None
+        }
+    }
+}
+
+/// Creates and preallocates a new spare file.
+async fn new_spare(log: &Log, core: &ShardCore) -> Result<(PathBuf, Rc<DmaFile>)> {
+    let path = spare_path(log, core);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .dma_open(&path)
+        .await
+        .map_err(|e| Error::glommio("create spare segment", &path, e))?;
+    if core.config.preallocate {
+        if let Err(e) = f.pre_allocate(core.config.segment_size_bytes, false).await {
+            let _ = f.close().await;
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::glommio("preallocate spare segment", &path, e));
+        }
+    }
+    Ok((path, Rc::new(f)))
 }

@@ -69,16 +69,7 @@ pub enum Free {
 /// Returns whether the blocks were freed off the shard (false: a read held the handle for
 /// `READERS_WAIT`, or the pool could not open the file; it was deleted all the same).
 pub async fn delete_data_file(path: &Path, file: Rc<DmaFile>, free: Free) -> Result<bool> {
-    let deadline = Instant::now() + READERS_WAIT;
-    let mut sole = true;
-    while Rc::strong_count(&file) > 1 {
-        if Instant::now() >= deadline {
-            sole = false;
-            break;
-        }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-    }
-    let keep = if sole {
+    let keep = if sole_holder(&file).await {
         let p = path.to_owned();
         let opened = glommio::executor()
             .spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(&p))
@@ -105,6 +96,20 @@ pub async fn delete_data_file(path: &Path, file: Rc<DmaFile>, free: Free) -> Res
         glommio::executor().spawn_blocking(move || drop(f)).await;
     }
     unlinked.map(|()| off_shard)
+}
+
+/// Waits, up to `READERS_WAIT`, until `file` is held only by the caller: reads in flight that
+/// hold it finish first (new reads cannot find it, the caller has taken it out of its log).
+/// Returns false if some read still holds it.
+pub async fn sole_holder(file: &Rc<DmaFile>) -> bool {
+    let deadline = Instant::now() + READERS_WAIT;
+    while Rc::strong_count(file) > 1 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    true
 }
 
 /// Truncates `f` to nothing, `FREE_STEP` bytes per call on the blocking pool, pausing between

@@ -192,24 +192,21 @@ pub const RECYCLE_MAX: usize = 2;
 /// the next expected offset, which no frame of an earlier life of the file can (this log's
 /// earlier offsets are all lower). Readers that still hold the file finish first.
 fn retire_raw(core: &Rc<ShardCore>, log: &Rc<Log>, path: std::path::PathBuf, file: Rc<glommio::io::DmaFile>) {
-    let full = log.inner.borrow().recycled.len() >= RECYCLE_MAX || log.inner.borrow().closing;
-    if full || !core.config.recycle_segments {
+    // Checked again after the wait for readers: the log may have closed or kept another.
+    let room = |log: &Log| {
+        let i = log.inner.borrow();
+        i.recycled.len() < RECYCLE_MAX && !i.closing
+    };
+    if !room(log) || !core.config.recycle_segments {
         return delete_paced(core, path, file);
     }
     let (core, log) = (core.clone(), log.clone());
     core.deletions.set(core.deletions.get() + 1);
     glommio::spawn_local(async move {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Rc::strong_count(&file) > 1 && Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
-        let spare = log
-            .dir
-            .join(format!("spare-{}-{}.tmp", crate::record::now_ns(), core.next_serial()));
-        let full = log.inner.borrow().recycled.len() >= RECYCLE_MAX || log.inner.borrow().closing;
-        if Rc::strong_count(&file) > 1 || full {
+        if !fsops::sole_holder(&file).await || !room(&log) {
             delete_paced(&core, path, file);
         } else {
+            let spare = crate::flusher::spare_path(&log, &core);
             match file.rename(&spare).await {
                 Ok(()) => {
                     log.inner.borrow_mut().recycled.push((spare, file));
@@ -350,22 +347,17 @@ async fn delete_oldest(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64, next_offs
         }
     }
     tracing::info!(shard = core.id, log = %log.name, base, next_offset, "retention removed a segment");
-    match seg.store {
-        Store::Raw(f) => {
-            retire_raw(core, log, seg.path, f);
-            Ok(())
-        }
-        store => remove_local(core, store, &seg.path).await,
-    }
+    remove_local(core, log, seg.store, &seg.path).await
 }
 
-/// Removes a segment's local file. With a bridge, a Tier1 file is deleted before this
+/// Removes a segment's local file. A raw segment's file may be kept for reuse
+/// (`retire_raw`). With a bridge, a Tier1 file is deleted before this
 /// returns and never truncated: a hydration from Tier2 may later write a file under the same
 /// name, and the bridge process may still be reading this one. Without one, nothing outside
 /// the engine reads it and no name comes back, so it goes like a raw segment.
-async fn remove_local(core: &Rc<ShardCore>, store: Store, path: &std::path::Path) -> Result<()> {
+async fn remove_local(core: &Rc<ShardCore>, log: &Rc<Log>, store: Store, path: &std::path::Path) -> Result<()> {
     match store {
-        Store::Raw(f) => delete_paced(core, path.to_owned(), f),
+        Store::Raw(f) => retire_raw(core, log, path.to_owned(), f),
         Store::Tier1 { file, .. } if core.config.tier2.is_none() => delete_paced(core, path.to_owned(), file),
         Store::Tier1 { file, .. } => {
             let off_shard = fsops::delete_data_file(path, file, Free::OnClose).await?;
@@ -463,7 +455,7 @@ async fn evict(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<()> {
         st.tier1_evictions += 1;
         st.tier1_evicted_bytes += bytes;
     }
-    remove_local(core, old, &path).await
+    remove_local(core, log, old, &path).await
 }
 
 /// Records that Tier2 holds a copy of a sealed segment (the bridge's confirmation).
