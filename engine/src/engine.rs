@@ -79,8 +79,23 @@ impl Engine {
             crate::config::IoWorkerCpus::Cpus(list) if pinned => Some(list.clone()),
             _ => None,
         };
+        // Where each shard's compression thread may run, if it gets one.
+        let zstd_cpus = match &config.compression_cpus {
+            _ if !config.tier1_compress => None,
+            crate::config::CompressionCpus::Shard => None,
+            crate::config::CompressionCpus::Spare => {
+                let spare = if pinned {
+                    &cpus[shards.min(cpus.len())..]
+                } else {
+                    &[][..]
+                };
+                (!spare.is_empty()).then(|| spare.to_vec())
+            }
+            crate::config::CompressionCpus::Cpus(list) => Some(list.clone()),
+        };
         for id in 0..shards {
             let mailbox = Arc::new(Mailbox::new(config.inbox_capacity));
+            let zstd_cpus = zstd_cpus.clone();
             let (tx, rx) = oneshot::channel::<Result<(Vec<RecoveryReport>, Vec<String>)>>();
             let io_cpus = io_cpus.clone();
             let placement_kind = if pinned {
@@ -105,7 +120,14 @@ impl Engine {
                         tracing::warn!(shard = id, cpus = ?c, error = %e, "cannot move io_uring workers off the shard's core");
                     }
                 }
-                let core = Rc::new(ShardCore::new(id, cfg, pl, mb));
+                let compressor = zstd_cpus.and_then(|c| match crate::compressor::Compressor::start(id, c) {
+                    Ok(z) => Some(z),
+                    Err(e) => {
+                        tracing::warn!(shard = id, error = %e, "no compression thread: compressing on the shard");
+                        None
+                    }
+                });
+                let core = Rc::new(ShardCore::new(id, cfg, pl, mb, compressor));
                 match core.recover().await {
                     Ok(r) => {
                         let _ = tx.send(Ok(r));

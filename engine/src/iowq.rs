@@ -1,4 +1,5 @@
-//! Where the kernel runs a shard's io_uring work that cannot complete inline.
+//! Where a shard's work off its own thread runs: the kernel's io_uring workers (below), and
+//! the shard's helper threads (`pin_this_thread`, for the compression thread).
 //!
 //! A write into preallocated (unwritten) extents, an fdatasync or a fallocate cannot finish
 //! inside `io_uring_enter`, so io_uring hands it to a worker thread (`iou-wrk-<tid>`). The
@@ -13,14 +14,14 @@ use std::io;
 
 const IORING_REGISTER_IOWQ_AFF: libc::c_uint = 17;
 
-/// Lets the calling thread's io_uring workers run only on `cpus`.
-pub fn set_worker_cpus(cpus: &[usize]) -> io::Result<()> {
+/// The kernel's CPU set holding exactly `cpus`.
+fn cpu_set(cpus: &[usize]) -> io::Result<libc::cpu_set_t> {
     if cpus.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no CPUs given"));
     }
     // SAFETY: cpu_set_t is plain data and all-zero is the empty set; CPU_SET writes one bit
     // of it for an index we checked against CPU_SETSIZE.
-    let set = unsafe {
+    unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         for &c in cpus {
             if c >= libc::CPU_SETSIZE as usize {
@@ -31,8 +32,26 @@ pub fn set_worker_cpus(cpus: &[usize]) -> io::Result<()> {
             }
             libc::CPU_SET(c, &mut set);
         }
-        set
-    };
+        Ok(set)
+    }
+}
+
+/// Lets the calling thread run only on `cpus` (for a shard's helper threads, e.g. its
+/// compression thread).
+pub fn pin_this_thread(cpus: &[usize]) -> io::Result<()> {
+    let set = cpu_set(cpus)?;
+    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from `&set`, which lives
+    // until the call returns; pid 0 is the calling thread.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Lets the calling thread's io_uring workers run only on `cpus`.
+pub fn set_worker_cpus(cpus: &[usize]) -> io::Result<()> {
+    let set = cpu_set(cpus)?;
     // struct io_uring_params is 120 bytes of integers; all-zero asks for no features.
     let mut params = [0u64; 15];
     // SAFETY: io_uring_setup reads and writes `params` (120 bytes, which we own) and returns
@@ -132,6 +151,21 @@ mod tests {
     fn bad_cpu_sets_are_refused() {
         assert!(set_worker_cpus(&[]).is_err());
         assert!(set_worker_cpus(&[libc::CPU_SETSIZE as usize]).is_err());
+        assert!(pin_this_thread(&[]).is_err());
+        assert!(pin_this_thread(&[libc::CPU_SETSIZE as usize]).is_err());
+    }
+
+    #[test]
+    fn a_pinned_thread_runs_only_where_it_is_told() {
+        let cpus = crate::engine::allowed_cpus();
+        let last = *cpus.last().expect("some CPU");
+        let seen = std::thread::spawn(move || {
+            pin_this_thread(&[last]).expect("sched_setaffinity");
+            crate::engine::allowed_cpus()
+        })
+        .join()
+        .expect("join");
+        assert_eq!(seen, vec![last]);
     }
 
     /// The workers that run a punted write on a thread pinned to one CPU are confined to the

@@ -19,6 +19,7 @@
 //! says what to change.
 
 mod catalog;
+mod compressor;
 mod config;
 mod engine;
 mod error;
@@ -44,7 +45,7 @@ mod tier1;
 pub mod tier2;
 mod tiering;
 
-pub use config::{Config, Durability, IoWorkerCpus, Profile, Retention, Tier2Config};
+pub use config::{CompressionCpus, Config, Durability, IoWorkerCpus, Profile, Retention, Tier2Config};
 pub use engine::{Engine, Follow, Handle, LocalLog, Shard, Tail};
 pub use error::{Error, Result};
 pub use format::manifest::ObjectRef;

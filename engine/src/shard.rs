@@ -4,6 +4,7 @@
 //! `Mailbox`. All state is `Rc`/`Cell`/`RefCell`, which the compiler keeps on this thread.
 
 use crate::catalog::Placement;
+use crate::compressor::Compressor;
 use crate::config::{Config, Durability, Profile};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -58,6 +59,8 @@ pub struct ShardCore {
     /// Segment files being deleted in tasks of their own (`tiering::delete_paced`).
     pub deletions: Cell<u64>,
     tiering_task: RefCell<Option<glommio::Task<()>>>,
+    /// The shard's compression thread (`Config::compression_cpus`); `None`: zstd runs here.
+    pub compressor: Option<Compressor>,
     read_tick: Cell<u64>,
     /// The bridge link, if `Config::tier2` is set.
     pub link: OnceCell<Rc<Link>>,
@@ -65,7 +68,13 @@ pub struct ShardCore {
 }
 
 impl ShardCore {
-    pub fn new(id: usize, config: Arc<Config>, placement: Arc<Placement>, mailbox: Arc<Mailbox>) -> Self {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        placement: Arc<Placement>,
+        mailbox: Arc<Mailbox>,
+        compressor: Option<Compressor>,
+    ) -> Self {
         let dir = config.root.join(shard_dir_name(id));
         let profile = config.compression;
         ShardCore {
@@ -95,6 +104,7 @@ impl ShardCore {
             tiering_busy: Cell::new(false),
             deletions: Cell::new(0),
             tiering_task: RefCell::new(None),
+            compressor,
             read_tick: Cell::new(0),
             link: OnceCell::new(),
             link_task: RefCell::new(None),
@@ -504,6 +514,9 @@ pub struct ShardStats {
     pub compress_in_bytes: u64,
     pub compress_out_bytes: u64,
     pub compress_nanos: u64,
+    /// Tier1 frames zstd compressed on the shard's compression thread
+    /// (`Config::compression_cpus`) instead of on the shard.
+    pub frames_compressed_off_shard: u64,
     /// Sealed segments waiting for Tier1 work.
     pub tiering_queue: usize,
     pub tiering_errors: u64,

@@ -3,6 +3,7 @@
 //! verified. The byte layout is in `format/tier1.rs`; when this runs and what it records in
 //! the manifest is decided by `tiering.rs`.
 
+use crate::compressor::{Compressor, Refused};
 use crate::config::Profile;
 use crate::error::{Error, Result};
 use crate::format::frame::{frame_len, peek_len};
@@ -13,6 +14,7 @@ use crate::fsops;
 use crate::limits::{BLOCK_SIZE, FRAME_HEADER_BYTES, RECORD_BYTES_CEILING};
 use crate::record::now_ns;
 use glommio::io::{DmaFile, OpenOptions};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -73,6 +75,8 @@ pub struct Compressed {
     pub file_len: u64,
     /// crc32c of the whole file.
     pub file_crc: u32,
+    /// Frames zstd compressed on the shard's compression thread (the rest ran on the shard).
+    pub frames_off_shard: u64,
 }
 
 fn corrupt(path: &Path, pos: u64, detail: String) -> Error {
@@ -117,6 +121,7 @@ pub async fn compress(
     profile: Profile,
     frame_target: u32,
     io_rate: Option<u64>,
+    worker: Option<&Compressor>,
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<Compressed>> {
     let name = fmt::file_name(src.log_id, src.base_offset);
@@ -135,8 +140,18 @@ pub async fn compress(
         started: std::time::Instant::now(),
         bytes: std::cell::Cell::new(0),
     };
-    let r = write_frames(&src, &out_file, &tmp, profile, frame_target, &pace, stop).await;
-    let (frames, file_len, file_crc) = match r {
+    let how = How {
+        profile,
+        frame_target,
+        worker,
+    };
+    let r = write_frames(&src, &out_file, &tmp, &how, &pace, stop).await;
+    let Written {
+        frames,
+        file_len,
+        file_crc,
+        frames_off_shard,
+    } = match r {
         Ok(Some(v)) => v,
         other => {
             let _ = out_file.close().await;
@@ -155,6 +170,7 @@ pub async fn compress(
         level: level.unwrap_or(0),
         file_len,
         file_crc,
+        frames_off_shard,
     }))
 }
 
@@ -180,15 +196,35 @@ impl Pace {
     }
 }
 
+/// How a segment is recompressed: the profile, the frame size, and the compression thread
+/// if the shard has one.
+struct How<'a> {
+    profile: Profile,
+    frame_target: u32,
+    worker: Option<&'a Compressor>,
+}
+
+/// A Tier1 file written and synced, under its temporary name.
+struct Written {
+    frames: Vec<FrameEntry>,
+    file_len: u64,
+    file_crc: u32,
+    frames_off_shard: u64,
+}
+
 async fn write_frames(
     src: &Source<'_>,
     out_file: &DmaFile,
     out_path: &Path,
-    profile: Profile,
-    frame_target: u32,
+    how: &How<'_>,
     pace: &Pace,
     stop: &dyn Fn() -> bool,
-) -> Result<Option<(Vec<FrameEntry>, u64, u32)>> {
+) -> Result<Option<Written>> {
+    let How {
+        profile,
+        frame_target,
+        worker,
+    } = *how;
     let level = profile.zstd_level();
     let header = Header {
         codec: if level.is_some() { Codec::Zstd } else { Codec::Stored },
@@ -211,7 +247,10 @@ async fn write_frames(
     }
     let mut out = header.encode();
     let mut written = 0u64;
-    let mut raw: Vec<u8> = Vec::new();
+    // Read but not yet framed. A deque: taking a frame off the front moves nothing, where a
+    // `Vec` drain moved the rest down in one unbroken memmove of up to a read chunk.
+    let mut raw: VecDeque<u8> = VecDeque::new();
+    let mut head = [0u8; FRAME_HEADER_BYTES];
     let mut raw_pos = BLOCK_SIZE;
     let mut read_pos = BLOCK_SIZE;
     let mut crc = 0u32;
@@ -219,6 +258,7 @@ async fn write_frames(
     let mut comp_pos = BLOCK_SIZE;
     let mut frames = Vec::new();
     let mut file_crc = 0u32;
+    let mut off_shard = 0u64;
     let target = frame_target as usize;
     loop {
         // Cut the next frame: whole records, at least one, up to the target size.
@@ -231,13 +271,16 @@ async fn write_frames(
             let need = if avail < FRAME_HEADER_BYTES {
                 FRAME_HEADER_BYTES
             } else {
-                let Some(len) = peek_len(&raw[cut..]).filter(|&l| l <= RECORD_BYTES_CEILING) else {
+                for (d, b) in head.iter_mut().zip(raw.range(cut..cut + FRAME_HEADER_BYTES)) {
+                    *d = *b;
+                }
+                let Some(len) = peek_len(&head).filter(|&l| l <= RECORD_BYTES_CEILING) else {
                     return Err(corrupt(src.path, raw_pos + cut as u64, "bad frame header".into()));
                 };
                 frame_len(len as usize)
             };
             if avail >= need && avail >= FRAME_HEADER_BYTES {
-                let off = le_u64(&raw, cut + 8);
+                let off = le_u64(&head, 8);
                 if off != next + recs as u64 {
                     return Err(corrupt(
                         src.path,
@@ -270,7 +313,7 @@ async fn write_frames(
             }
             in_steps(&chunk, |_, piece| {
                 crc = crc32c::crc32c_append(crc, piece);
-                raw.extend_from_slice(piece);
+                raw.extend(piece);
             })
             .await;
             read_pos += n as u64;
@@ -279,9 +322,42 @@ async fn write_frames(
         if recs == 0 {
             break;
         }
-        let comp = match level {
-            Some(_) => compress_frame(&mut cctx, &raw[..cut], out_path).await?,
-            None => raw[..cut].to_vec(),
+        // The frame's bytes are copied out in steps, so they can go to the compression thread.
+        let mut frame = Vec::with_capacity(cut);
+        let (a, b) = raw.as_slices();
+        for part in [&a[..cut.min(a.len())], &b[..cut.saturating_sub(a.len())]] {
+            in_steps(part, |_, piece| frame.extend_from_slice(piece)).await;
+        }
+        raw.drain(..cut);
+        let (comp, comp_crc) = match (level, worker) {
+            (None, _) => {
+                let crc = crc32c::crc32c(&frame);
+                (frame, crc)
+            }
+            (Some(l), Some(w)) => match w.compress(frame, l).await {
+                Ok(c) => {
+                    off_shard += 1;
+                    (c.bytes, c.crc)
+                }
+                // The thread is gone (it never is while the shard runs): compress here.
+                Err(Refused::Gone(frame)) => {
+                    let comp = compress_frame(&mut cctx, &frame, out_path).await?;
+                    let crc = crc32c::crc32c(&comp);
+                    (comp, crc)
+                }
+                Err(Refused::Lost) => {
+                    let e = std::io::Error::other("the compression thread stopped with a frame in hand");
+                    return Err(Error::io("zstd compress", out_path, e));
+                }
+                Err(Refused::Zstd(name)) => {
+                    return Err(Error::io("zstd compress", out_path, std::io::Error::other(name)));
+                }
+            },
+            (Some(_), None) => {
+                let comp = compress_frame(&mut cctx, &frame, out_path).await?;
+                let crc = crc32c::crc32c(&comp);
+                (comp, crc)
+            }
         };
         frames.push(FrameEntry {
             first_offset: next,
@@ -289,14 +365,13 @@ async fn write_frames(
             comp_pos,
             comp_len: comp.len() as u32,
             raw_len: cut as u32,
-            comp_crc: crc32c::crc32c(&comp),
+            comp_crc,
             records: recs,
         });
         comp_pos += comp.len() as u64;
         next += recs as u64;
         raw_pos += cut as u64;
-        raw.drain(..cut);
-        out.extend_from_slice(&comp);
+        in_steps(&comp, |_, piece| out.extend_from_slice(piece)).await;
         if out.len() >= WRITE_CHUNK {
             let n = align_down(out.len() as u64) as usize;
             write_dma(out_file, out_path, &out[..n], written, &mut file_crc).await?;
@@ -331,7 +406,12 @@ async fn write_frames(
         .fdatasync()
         .await
         .map_err(|e| Error::glommio("fdatasync tier1", out_path, e))?;
-    Ok(Some((frames, file_len, file_crc)))
+    Ok(Some(Written {
+        frames,
+        file_len,
+        file_crc,
+        frames_off_shard: off_shard,
+    }))
 }
 
 /// Compresses one frame as one zstd frame, fed `CPU_STEP` bytes at a time with a yield

@@ -121,6 +121,7 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         profile,
         core.config.tier1_frame_bytes,
         core.config.tier1_io_bytes_per_sec,
+        core.compressor.as_ref(),
         &|| core.closing.get(),
     )
     .await?;
@@ -162,6 +163,7 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         st.compress_in_bytes += data_end - crate::limits::BLOCK_SIZE;
         st.compress_out_bytes += c.file_len;
         st.compress_nanos += elapsed.as_nanos() as u64;
+        st.frames_compressed_off_shard += c.frames_off_shard;
     }
     if let Store::Raw(f) = old.0 {
         // Reads that already hold the raw file finish first; the name goes then. (By path:

@@ -144,6 +144,10 @@ struct WorkloadArgs {
     /// (`Config::recycle_segments = false`).
     #[arg(long)]
     no_recycle: bool,
+    /// Compress sealed segments on the shard itself (`Config::compression_cpus = Shard`)
+    /// instead of on a thread on a spare CPU (the default, where there is one)
+    #[arg(long)]
+    compress_on_shard: bool,
 }
 
 fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
@@ -177,6 +181,7 @@ impl WorkloadArgs {
             segment_mib: self.segment_mib,
             retention_mib: self.retention_mib,
             no_recycle: self.no_recycle,
+            compress_on_shard: self.compress_on_shard,
             backlog_compressed: false,
             tier2: false,
         }
@@ -439,6 +444,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             segment_mib: None,
             retention_mib: None,
             no_recycle: false,
+            compress_on_shard: false,
         }
         .spec(label)
     };

@@ -195,6 +195,7 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         segment_mib: None,
         retention_mib: None,
         no_recycle: false,
+        compress_on_shard: false,
     };
     eprintln!("[2/{steps}] appends, bridge idle");
     let idle = workload::run(dir, &spec("synced 1 KiB x16, Tier1 backlog, bridge idle"))?;

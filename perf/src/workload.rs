@@ -135,6 +135,9 @@ pub struct Spec {
     /// `Config::recycle_segments = false`.
     #[serde(default)]
     pub no_recycle: bool,
+    /// `Config::compression_cpus = Shard`.
+    #[serde(default)]
+    pub compress_on_shard: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -253,6 +256,9 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
         c.segment_size_bytes = mib << 20;
     }
     c.recycle_segments = !spec.no_recycle;
+    if spec.compress_on_shard {
+        c.compression_cpus = aof_engine::CompressionCpus::Shard;
+    }
     if let Some(mib) = spec.retention_mib {
         c.retention = aof_engine::Retention {
             max_age: None,
