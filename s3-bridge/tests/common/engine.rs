@@ -142,7 +142,7 @@ pub fn fill_until_disk_budget(h: &aof_engine::Handle, log: &str, from: u64) -> u
         let recs: Vec<OwnedRecord> = (i..i + 16).map(|k| OwnedRecord::new(body(k))).collect();
         match h.append_batch(log, recs, Durability::Written).wait_timeout(T) {
             Ok(_) => i += 16,
-            Err(e) if matches!(e, aof_engine::Error::DiskBudget { .. }) => {
+            Err(aof_engine::Error::DiskBudget { .. }) => {
                 // Full for good only once the sealed segments are compressed: compressing a
                 // raw one shrinks it and frees budget (on a compression thread, often between
                 // this refusal and the next append).
