@@ -42,6 +42,27 @@ pub fn measure(dir: &Path, bytes_per_size: u64, latency_ops: u64) -> Result<Devi
     r
 }
 
+/// The device's sequential limit alone: a 1 MiB pass into a preallocated file, then the
+/// pass over its written blocks, which is returned. Cheaper than `measure` (two passes), so
+/// `quick` can take it again right before the runs it is compared with.
+pub fn measure_limit(dir: &Path, bytes: u64) -> Result<Bandwidth, String> {
+    let path = dir.join(format!("device-limit-{}.dat", std::process::id()));
+    let p2 = path.clone();
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("aof-perf-device")
+        .spawn(move || async move {
+            let f = open(&p2, bytes).await?;
+            seq_pass(&f, 1 << 20, bytes, false).await?;
+            let r = seq_pass(&f, 1 << 20, bytes, true).await;
+            let _ = f.close_rc().await;
+            r
+        })
+        .map_err(|e| e.to_string())?;
+    let r = ex.join().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
 /// Bytes of the 4 KiB pass at most (~1 s at 300 MB/s).
 const SMALL_BLOCK_BYTES: u64 = 256 << 20;
 
