@@ -525,6 +525,9 @@ pub struct ShardStats {
     /// Of `retention_deleted_segments`, those removed before they were compressed (with
     /// compression on: compression work saved).
     pub retention_deleted_uncompressed: u64,
+    /// Compressions given up part-way because retention came to remove their segment (the
+    /// segment was then removed; it counts in `retention_deleted_uncompressed` too).
+    pub compressions_abandoned: u64,
     /// Raw segment files kept for reuse as the next segment instead of deleted, and spares
     /// made from them: their blocks are already written, so writes over them skip the
     /// filesystem's conversion of preallocated (unwritten) extents.

@@ -122,12 +122,20 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         core.config.tier1_frame_bytes,
         core.config.tier1_io_bytes_per_sec,
         core.compressor.as_ref(),
-        &|| core.closing.get(),
+        // Given up when retention comes to remove this segment: a fast writer at its limit
+        // passes it long before a paced compression of it ends (a second or more per 64 MiB
+        // segment at the default pace), and while it lasts no retention is applied and no
+        // file comes back for reuse.
+        &|| core.closing.get() || retention_removes(log, &policy(core, log), base),
     )
     .await?;
     // The raw file goes below once reads let go of it; this handle must not be one of them.
     drop(file);
     let Some(c) = out else {
+        if !core.closing.get() && over_retention(log, &policy(core, log)) > 0 {
+            core.stats.borrow_mut().compressions_abandoned += 1;
+            apply_retention(core, log).await?;
+        }
         return Ok(());
     };
     let elapsed = started.elapsed();
@@ -290,6 +298,12 @@ fn over_retention(log: &Log, p: &Retention) -> usize {
         n += 1;
     }
     n
+}
+
+/// Whether retention, applied now, would remove the sealed segment with base `base`.
+fn retention_removes(log: &Log, p: &Retention, base: u64) -> bool {
+    let n = over_retention(log, p);
+    n > 0 && log.inner.borrow().sealed.iter().take(n).any(|s| s.base_offset == base)
 }
 
 /// Removes the oldest sealed segments while the log breaks its retention policy.

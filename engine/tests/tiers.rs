@@ -53,6 +53,20 @@ fn fill(h: &aof_engine::Handle, log: &str, from: u64, segments: usize) -> u64 {
     }
 }
 
+/// Appends records until `seals` more segments of the shard have been sealed; returns the
+/// next record number. For logs under retention, which may never hold many sealed segments at
+/// once (retention removes them as they seal).
+fn fill_seals(h: &aof_engine::Handle, log: &str, from: u64, seals: u64) -> u64 {
+    let sealed = |h: &aof_engine::Handle| h.stats(0).wait_timeout(T).unwrap().segments_sealed;
+    let (goal, mut i) = (sealed(h) + seals, from);
+    while sealed(h) < goal {
+        let recs: Vec<OwnedRecord> = (i..i + 16).map(|k| OwnedRecord::new(body(k))).collect();
+        h.append_batch(log, recs, Durability::Written).wait_timeout(T).unwrap();
+        i += 16;
+    }
+    i
+}
+
 /// Every record in `range` reads back intact, one by one and as one scan.
 fn verify(h: &aof_engine::Handle, log: &str, range: std::ops::Range<u64>, what: &str) {
     for o in range.clone() {
@@ -161,6 +175,19 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(e.path(), &dst).unwrap();
         }
     }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 /// The highest-numbered CPU this process may run on (from `/proc/self/status`).
@@ -291,7 +318,7 @@ fn segments_past_retention_are_removed_not_compressed() {
     let e = start(c);
     let h = e.handle();
     h.create_log("d").wait_timeout(T).unwrap();
-    let n = fill(&h, "d", 0, 16);
+    let n = fill_seals(&h, "d", 0, 16);
     h.tiering_idle(0).wait_timeout(T).unwrap();
     let st = h.stats(0).wait_timeout(T).unwrap();
     let sealed = st.segments_sealed;
@@ -305,6 +332,46 @@ fn segments_past_retention_are_removed_not_compressed() {
     h.housekeeping(0).wait_timeout(T).unwrap();
     assert_eq!(h.offsets("d").wait_timeout(T).unwrap().0, first);
     verify(&h, "d", first..n, "what retention kept");
+    e.close().unwrap();
+}
+
+/// A compression under way is given up as soon as retention comes to remove its segment, and
+/// the segment is removed at once instead of after a compression that would be thrown away.
+#[test]
+fn a_compression_is_given_up_when_retention_comes_for_its_segment() {
+    let dir = tempdir("tiers-abandon");
+    let mut c = tier_config(&dir);
+    c.retention = Retention {
+        max_age: None,
+        max_bytes: Some(600 << 10),
+    };
+    c.housekeeping_interval = Duration::from_secs(3600);
+    // ~0.35 s per 256 KiB segment: the writer below passes the limit long before one ends.
+    c.tier1_io_bytes_per_sec = Some(1 << 20);
+    let e = start(c);
+    let h = e.handle();
+    h.create_log("a").wait_timeout(T).unwrap();
+    let n = fill_seals(&h, "a", 0, 12);
+    h.tiering_idle(0).wait_timeout(T).unwrap();
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    assert!(st.compressions_abandoned >= 1, "{st:?}");
+    // Nothing was compressed only to be removed: every segment retention removed went before
+    // its compression ended. (Before, the first segment's compression ran to its end.)
+    assert!(st.retention_deleted_segments >= 8, "{st:?}");
+    assert_eq!(
+        st.retention_deleted_uncompressed, st.retention_deleted_segments,
+        "{st:?}"
+    );
+    // An abandoned compression leaves no temporary Tier1 file behind (spares are kept).
+    let tmp: Vec<_> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".t1.tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    let (first, next, _) = h.offsets("a").wait_timeout(T).unwrap();
+    assert_eq!(next, n);
+    assert!(first > 0);
+    verify(&h, "a", first..n, "what retention kept");
     e.close().unwrap();
 }
 
@@ -375,15 +442,7 @@ fn retention_by_size_and_by_age_removes_oldest_segments_everywhere() {
     verify(&h, "big", first..n, "after restart");
     // Ten more segments sealed (retention keeps the log at about two sealed ones meanwhile:
     // it runs as each is sealed).
-    let sealed = |h: &aof_engine::Handle| h.stats(0).wait_timeout(T).unwrap().segments_sealed;
-    let (sealed0, mut n2) = (sealed(&h), n);
-    while sealed(&h) < sealed0 + 10 {
-        let recs: Vec<OwnedRecord> = (n2..n2 + 16).map(|k| OwnedRecord::new(body(k))).collect();
-        h.append_batch("big", recs, Durability::Written)
-            .wait_timeout(T)
-            .unwrap();
-        n2 += 16;
-    }
+    let n2 = fill_seals(&h, "big", n, 10);
     h.housekeeping(0).wait_timeout(T).unwrap();
     let (first2, _, _) = h.offsets("big").wait_timeout(T).unwrap();
     assert!(first2 > first, "retention keeps applying after restart");
