@@ -118,7 +118,13 @@ fn work(s: &Shared) {
     let mut cctx = zstd_safe::CCtx::create();
     loop {
         while let Some(job) = s.jobs.pop() {
-            let out = compress_one(&mut cctx, &job.src, job.level);
+            // A panic must not end the thread: later jobs would then wait in the queue for
+            // ever. It fails this frame (the segment stays raw and is retried later).
+            let run = std::panic::AssertUnwindSafe(|| compress_one(&mut cctx, &job.src, job.level));
+            let out = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                cctx = zstd_safe::CCtx::create();
+                Err("the compression thread panicked on this frame".to_string())
+            });
             // The shard may have stopped waiting (closing): nothing to do then.
             let _ = job.reply.send(out);
         }
@@ -132,7 +138,13 @@ fn work(s: &Shared) {
     }
 }
 
+/// A level no profile uses, on which tests make `compress_one` panic.
+#[cfg(test)]
+const PANIC_LEVEL: i32 = i32::MIN;
+
 fn compress_one(cctx: &mut zstd_safe::CCtx<'static>, src: &[u8], level: i32) -> Result<Compressed, String> {
+    #[cfg(test)]
+    assert_ne!(level, PANIC_LEVEL, "test: a panic while compressing");
     let name = |code| zstd_safe::get_error_name(code).to_string();
     cctx.reset(zstd_safe::ResetDirective::SessionAndParameters)
         .map_err(name)?;
@@ -183,6 +195,21 @@ mod tests {
             zstd_safe::decompress(&mut back, &z.bytes).expect("a valid zstd frame");
             assert_eq!(back, src);
         }
+    }
+
+    #[test]
+    fn a_panic_fails_its_frame_and_the_thread_goes_on() {
+        let cpus = crate::engine::allowed_cpus();
+        let r = run(move || async move {
+            let c = Compressor::start(0, cpus).expect("thread");
+            let failed = match c.compress(vec![1; 1000], PANIC_LEVEL).await {
+                Err(Refused::Zstd(e)) => e.contains("panicked"),
+                _ => false,
+            };
+            let next = c.compress(vec![2; 1000], 3).await;
+            (failed, next.is_ok())
+        });
+        assert_eq!(r, (true, true));
     }
 
     #[test]
