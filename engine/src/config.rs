@@ -245,6 +245,22 @@ pub struct Config {
     pub tier2: Option<Tier2Config>,
 }
 
+/// The explicit CPU list of an `IoWorkerCpus`, if it has one.
+fn io_worker_list(c: &IoWorkerCpus) -> Option<&[usize]> {
+    match c {
+        IoWorkerCpus::Cpus(list) => Some(list),
+        _ => None,
+    }
+}
+
+/// The explicit CPU list of a `CompressionCpus`, if it has one.
+fn compression_list(c: &CompressionCpus) -> Option<&[usize]> {
+    match c {
+        CompressionCpus::Cpus(list) => Some(list),
+        _ => None,
+    }
+}
+
 impl Config {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Config {
@@ -344,19 +360,16 @@ impl Config {
                 self.preempt_interval
             ));
         }
-        if let IoWorkerCpus::Cpus(list) = &self.io_worker_cpus {
+        let cpu_lists = [
+            ("io_worker_cpus", io_worker_list(&self.io_worker_cpus)),
+            ("compression_cpus", compression_list(&self.compression_cpus)),
+        ];
+        for (name, list) in cpu_lists {
+            let Some(list) = list else { continue };
             let allowed = crate::engine::allowed_cpus();
             if list.is_empty() || list.iter().any(|c| !allowed.contains(c)) {
                 return bad(format!(
-                    "io_worker_cpus = {list:?} must be a non-empty list of CPUs this process may run on ({allowed:?})"
-                ));
-            }
-        }
-        if let CompressionCpus::Cpus(list) = &self.compression_cpus {
-            let allowed = crate::engine::allowed_cpus();
-            if list.is_empty() || list.iter().any(|c| !allowed.contains(c)) {
-                return bad(format!(
-                    "compression_cpus = {list:?} must be a non-empty list of CPUs this process may run on ({allowed:?})"
+                    "{name} = {list:?} must be a non-empty list of CPUs this process may run on ({allowed:?})"
                 ));
             }
         }
