@@ -86,7 +86,8 @@ impl Compressor {
         match rx.await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(Refused::Zstd(e)),
-            // The thread dropped the job unanswered: it panicked. The bytes went with it.
+            // The thread dropped the job unanswered: it stopped (closed, or killed by
+            // something a panic guard cannot catch). The bytes went with it.
             Err(_) => Err(Refused::Lost),
         }
     }
@@ -96,7 +97,7 @@ impl Compressor {
 pub enum Refused {
     /// The thread has stopped or its queue is full; the bytes are handed back.
     Gone(Vec<u8>),
-    /// The thread died with the job.
+    /// The thread stopped with the job in its queue.
     Lost,
     /// zstd failed, with its error name.
     Zstd(String),
