@@ -83,14 +83,11 @@ impl Engine {
         let zstd_cpus = match &config.compression_cpus {
             _ if !config.tier1_compress => None,
             crate::config::CompressionCpus::Shard => None,
-            crate::config::CompressionCpus::Spare => {
-                let spare = if pinned {
-                    &cpus[shards.min(cpus.len())..]
-                } else {
-                    &[][..]
-                };
+            crate::config::CompressionCpus::Spare if pinned => {
+                let spare = crate::iowq::cpus_without_shard(&cpus, shards);
                 (!spare.is_empty()).then(|| spare.to_vec())
             }
+            crate::config::CompressionCpus::Spare => None,
             crate::config::CompressionCpus::Cpus(list) => Some(list.clone()),
         };
         for id in 0..shards {

@@ -85,13 +85,16 @@ pub fn set_worker_cpus(cpus: &[usize]) -> io::Result<()> {
 /// to, so kernel I/O work runs beside the shards instead of inside them; if every allowed
 /// CPU has a shard, all of them (the work then lands where the scheduler finds room).
 pub fn spare_cpus(allowed: &[usize], shards: usize) -> Vec<usize> {
-    let pinned = shards.min(allowed.len());
-    let spare = allowed[pinned..].to_vec();
-    if spare.is_empty() {
-        allowed.to_vec()
-    } else {
-        spare
+    match cpus_without_shard(allowed, shards) {
+        [] => allowed.to_vec(),
+        spare => spare.to_vec(),
     }
+}
+
+/// The allowed CPUs no shard is pinned to (shards take the first ones, one each); empty when
+/// every allowed CPU has a shard.
+pub fn cpus_without_shard(allowed: &[usize], shards: usize) -> &[usize] {
+    &allowed[shards.min(allowed.len())..]
 }
 
 /// The CPUs the io_uring workers of the calling thread may run on (read back from their
@@ -144,6 +147,9 @@ mod tests {
         assert_eq!(spare_cpus(&[0, 1], 2), vec![0, 1]);
         assert_eq!(spare_cpus(&[0, 1], 4), vec![0, 1]);
         assert_eq!(spare_cpus(&[4, 5, 6], 1), vec![5, 6]);
+        assert_eq!(cpus_without_shard(&[0, 1, 2, 3], 2), &[2, 3]);
+        assert!(cpus_without_shard(&[0, 1], 2).is_empty());
+        assert!(cpus_without_shard(&[0, 1], 4).is_empty());
         assert_eq!(parse_cpu_list("0-2,5\n"), vec![0, 1, 2, 5]);
     }
 

@@ -329,22 +329,16 @@ async fn write_frames(
             in_steps(part, |_, piece| frame.extend_from_slice(piece)).await;
         }
         raw.drain(..cut);
-        let (comp, comp_crc) = match (level, worker) {
-            (None, _) => {
-                let crc = crc32c::crc32c(&frame);
-                (frame, crc)
-            }
+        // To the compression thread if there is one; `Err` hands the frame back to be
+        // compressed (or stored) here.
+        let shipped = match (level, worker) {
             (Some(l), Some(w)) => match w.compress(frame, l).await {
                 Ok(c) => {
                     off_shard += 1;
-                    (c.bytes, c.crc)
+                    Ok(c)
                 }
                 // The thread is gone (it never is while the shard runs): compress here.
-                Err(Refused::Gone(frame)) => {
-                    let comp = compress_frame(&mut cctx, &frame, out_path).await?;
-                    let crc = crc32c::crc32c(&comp);
-                    (comp, crc)
-                }
+                Err(Refused::Gone(frame)) => Err(frame),
                 Err(Refused::Lost) => {
                     let e = std::io::Error::other("the compression thread stopped with a frame in hand");
                     return Err(Error::io("zstd compress", out_path, e));
@@ -353,8 +347,15 @@ async fn write_frames(
                     return Err(Error::io("zstd compress", out_path, std::io::Error::other(name)));
                 }
             },
-            (Some(_), None) => {
-                let comp = compress_frame(&mut cctx, &frame, out_path).await?;
+            _ => Err(frame),
+        };
+        let (comp, comp_crc) = match shipped {
+            Ok(c) => (c.bytes, c.crc),
+            Err(frame) => {
+                let comp = match level {
+                    Some(_) => compress_frame(&mut cctx, &frame, out_path).await?,
+                    None => frame,
+                };
                 let crc = crc32c::crc32c(&comp);
                 (comp, crc)
             }

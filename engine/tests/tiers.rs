@@ -301,23 +301,30 @@ fn compression_profile_changes_at_run_time() {
     e.close().unwrap();
 }
 
-/// A sealed segment that retention removes anyway is removed when its turn to be compressed
-/// comes, not compressed first. Housekeeping runs only at start here, and compression is
-/// paced slower than the writer, so every segment but the first few is past the limit by its
-/// turn: the old code compressed all of them (then retention removed them).
-#[test]
-fn segments_past_retention_are_removed_not_compressed() {
-    let dir = tempdir("tiers-doomed");
+/// An engine whose log `log` keeps 600 KiB, with housekeeping only at start (retention then
+/// runs only on the compression path) and compression paced to `pace` bytes/s.
+fn kept_to_600k(name: &str, log: &str, pace: u64) -> (Eng, aof_engine::Handle) {
+    let dir = tempdir(name);
     let mut c = tier_config(&dir);
     c.retention = Retention {
         max_age: None,
         max_bytes: Some(600 << 10),
     };
     c.housekeeping_interval = Duration::from_secs(3600);
-    c.tier1_io_bytes_per_sec = Some(4 << 20);
+    c.tier1_io_bytes_per_sec = Some(pace);
     let e = start(c);
     let h = e.handle();
-    h.create_log("d").wait_timeout(T).unwrap();
+    h.create_log(log).wait_timeout(T).unwrap();
+    (e, h)
+}
+
+/// A sealed segment that retention removes anyway is removed when its turn to be compressed
+/// comes, not compressed first. Housekeeping runs only at start here, and compression is
+/// paced slower than the writer, so every segment but the first few is past the limit by its
+/// turn: the old code compressed all of them (then retention removed them).
+#[test]
+fn segments_past_retention_are_removed_not_compressed() {
+    let (e, h) = kept_to_600k("tiers-doomed", "d", 4 << 20);
     let n = fill_seals(&h, "d", 0, 16);
     h.tiering_idle(0).wait_timeout(T).unwrap();
     let st = h.stats(0).wait_timeout(T).unwrap();
@@ -339,18 +346,9 @@ fn segments_past_retention_are_removed_not_compressed() {
 /// the segment is removed at once instead of after a compression that would be thrown away.
 #[test]
 fn a_compression_is_given_up_when_retention_comes_for_its_segment() {
-    let dir = tempdir("tiers-abandon");
-    let mut c = tier_config(&dir);
-    c.retention = Retention {
-        max_age: None,
-        max_bytes: Some(600 << 10),
-    };
-    c.housekeeping_interval = Duration::from_secs(3600);
     // ~0.35 s per 256 KiB segment: the writer below passes the limit long before one ends.
-    c.tier1_io_bytes_per_sec = Some(1 << 20);
-    let e = start(c);
-    let h = e.handle();
-    h.create_log("a").wait_timeout(T).unwrap();
+    let (e, h) = kept_to_600k("tiers-abandon", "a", 1 << 20);
+    let dir = h.config().root.clone();
     let n = fill_seals(&h, "a", 0, 12);
     h.tiering_idle(0).wait_timeout(T).unwrap();
     let st = h.stats(0).wait_timeout(T).unwrap();

@@ -469,21 +469,25 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     // The device is measured in a child process: an engine opened in a process where another
     // glommio executor has already run and exited was seen to stall (not yet understood; see
     // the notes on the perf issue), and a separate process also keeps the measurements apart.
-    let exe = std::env::current_exe()?;
+    let device_child = |args: &[&str], what: &str| -> Res<()> {
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .arg("--dir")
+            .arg(dir)
+            .arg("--out")
+            .arg(out)
+            .arg("device")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(format!("{what} failed: {status}").into());
+        }
+        Ok(())
+    };
     // 1 GiB passes get past the device's ramp-up (see `device`); shortened runs (CI) only
     // need the files.
-    let dev_bytes: u64 = if secs >= 1.0 { 1 << 30 } else { 64 << 20 };
-    let status = std::process::Command::new(&exe)
-        .arg("--dir")
-        .arg(dir)
-        .arg("--out")
-        .arg(out)
-        .args(["device", "--bytes", &dev_bytes.to_string(), "--ops", "1000"])
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err(format!("device measurement failed: {status}").into());
-    }
+    let dev_bytes = if secs >= 1.0 { 1u64 << 30 } else { 64 << 20 }.to_string();
+    device_child(&["--bytes", &dev_bytes, "--ops", "1000"], "device measurement")?;
     let dev: device::DeviceResult = serde_json::from_str(&std::fs::read_to_string(out.join("device.json"))?)?;
     println!("## Device\n\n{}", device_table(&dev).markdown());
     // The device's limit is its best sequential figure, which is over written blocks; the
@@ -552,17 +556,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     // The device's limit again, next to the bandwidth runs it is the yardstick for: on a shared
     // host it moved by a third between runs, and a limit measured low only at the start made
     // ratios above 1. The larger of the two is the limit.
-    let status = std::process::Command::new(&exe)
-        .arg("--dir")
-        .arg(dir)
-        .arg("--out")
-        .arg(out)
-        .args(["device", "--limit-only", "--bytes", &dev_bytes.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err(format!("device limit measurement failed: {status}").into());
-    }
+    device_child(&["--limit-only", "--bytes", &dev_bytes], "device limit measurement")?;
     let again: device::Bandwidth = serde_json::from_str(&std::fs::read_to_string(out.join("device-limit.json"))?)?;
     let dev_bw = dev_bw_start.max(again.mb_per_s);
     println!(
