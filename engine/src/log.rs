@@ -40,6 +40,14 @@ pub struct Log {
     pub flusher_wake: Event,
 }
 
+/// A file made ready to become the next segment (`flusher::make_spare`).
+pub struct Spare {
+    pub path: PathBuf,
+    pub file: Rc<DmaFile>,
+    /// Newly created and preallocated, not a reused segment file (`ActiveSegment::fresh_blocks`).
+    pub fresh: bool,
+}
+
 pub struct LogInner {
     pub sealed: Vec<SealedSegment>,
     pub rolled: VecDeque<ActiveSegment>,
@@ -58,7 +66,7 @@ pub struct LogInner {
     /// When the oldest unflushed byte of the active segment was appended.
     pub unflushed_since: Option<Instant>,
     /// A preallocated file ready to become the next segment.
-    pub spare: Option<(PathBuf, Rc<DmaFile>)>,
+    pub spare: Option<Spare>,
     /// The staging buffer of the last segment sealed, emptied, for the next roll. A fresh
     /// buffer grows by doubling to a few MiB under a fast writer, and each doubling copies it
     /// inside an append; freeing one that size unmapped it inside the seal task. Both were
@@ -149,7 +157,12 @@ impl LogInner {
     /// Swaps the spare file in as the new active segment. The old one is sealed by the
     /// flusher. Returns false if no spare is ready.
     pub fn roll(&mut self, log_id: u64, dir: &std::path::Path, segment_size: u64, index_interval: u64) -> bool {
-        let Some((spare_path, file)) = self.spare.take() else {
+        let Some(Spare {
+            path: spare_path,
+            file,
+            fresh,
+        }) = self.spare.take()
+        else {
             self.spare_wanted = true;
             return false;
         };
@@ -182,6 +195,7 @@ impl LogInner {
             first_append_at: None,
             seal_started: false,
             segment_size_bytes: segment_size,
+            fresh_blocks: fresh,
         };
         let old = std::mem::replace(&mut self.active, new);
         self.rolled.push_back(old);

@@ -141,6 +141,7 @@ fn fresh_active(cfg: &Config, base: u64, path: PathBuf, file: Rc<DmaFile>) -> Ac
         first_append_at: None,
         seal_started: false,
         segment_size_bytes: cfg.segment_size_bytes,
+        fresh_blocks: true,
     }
 }
 
@@ -770,6 +771,8 @@ async fn repair_tail(
         first_append_at: None,
         seal_started: false,
         segment_size_bytes: cfg.segment_size_bytes.max(align_up(valid_end)),
+        // Cut at the valid end and preallocated again: past the data, the blocks are new.
+        fresh_blocks: true,
     })
 }
 

@@ -35,6 +35,9 @@ pub struct WritePlan {
     /// Bytes of data, from `pos`; the write is this rounded up to whole blocks.
     pub len: usize,
     pub upto: Option<u64>,
+    /// Only the rewrite of a partly written block, with more staged behind it (see
+    /// `ActiveSegment::plan_write`).
+    pub head_only: bool,
 }
 
 impl WritePlan {
@@ -95,6 +98,9 @@ pub struct ActiveSegment {
     /// Frames may fill the file up to here (the configured segment size, or more for a
     /// recovered file that was already larger).
     pub segment_size_bytes: u64,
+    /// The file's blocks past the data were preallocated and never written (a new file, not a
+    /// reused one), so the filesystem holds them as unwritten extents; see `plan_write`.
+    pub fresh_blocks: bool,
 }
 
 impl ActiveSegment {
@@ -133,11 +139,27 @@ impl ActiveSegment {
     /// (a multiple of the block size), else `max_write` bytes of whole blocks. Nothing changes
     /// until `commit_write`; meanwhile the caller copies `staged()[..len]` into a DMA buffer,
     /// in steps (appends may add bytes behind it; nothing else moves the staged front).
+    ///
+    /// In a file with fresh blocks, a partial block already written is rewritten by a write of
+    /// its own, apart from the new blocks behind it. ext4 can only perform a direct write
+    /// without blocking when the range is all written or all unwritten extents; a write that
+    /// spans both needs the inode lock exclusively, so io_uring gets `EAGAIN` and hands it to a
+    /// worker thread. At half load in Memory mode that was every write after a segment's first
+    /// partial one (traced: ~1,500 a second), and each worker preempted the shard or kept the
+    /// writes of a growing log from running side by side. Both halves now complete inline.
     pub fn plan_write(&self, max_write: u64) -> WritePlan {
         debug_assert_eq!(self.stage_pos % BLOCK_SIZE, 0);
         debug_assert_eq!(max_write % BLOCK_SIZE, 0);
         debug_assert!(self.unflushed_bytes() > 0);
         let staged = self.end_pos - self.stage_pos;
+        if self.fresh_blocks && self.head_block_written() && staged > BLOCK_SIZE {
+            return WritePlan {
+                pos: self.stage_pos,
+                len: BLOCK_SIZE as usize,
+                upto: None,
+                head_only: true,
+            };
+        }
         let (len, upto) = if staged <= max_write {
             (staged, Some(self.next_offset))
         } else {
@@ -147,7 +169,15 @@ impl ActiveSegment {
             pos: self.stage_pos,
             len: len as usize,
             upto,
+            head_only: false,
         }
+    }
+
+    /// True if the block at `stage_pos` was partly written by an earlier write (its data ended
+    /// mid-block), so the next write rewrites it.
+    fn head_block_written(&self) -> bool {
+        let issued = self.inflight.back().map_or(self.disk_end, |w| w.end.max(self.disk_end));
+        issued > self.stage_pos
     }
 
     /// Puts a planned write, its bytes copied into `buf` (zero-padded to a whole block), in
@@ -404,6 +434,7 @@ mod tests {
             first_append_at: None,
             seal_started: false,
             segment_size_bytes: 1 << 20,
+            fresh_blocks: false,
         }
     }
 
@@ -459,6 +490,63 @@ mod tests {
             s.complete_write(0);
             assert_eq!(s.memory_floor(), 4 * BLOCK_SIZE);
             check(&s);
+        });
+    }
+
+    /// In a file with fresh blocks, the block a write left partly written is rewritten alone
+    /// and the new blocks behind it in a second write; in a reused file, one write does both.
+    /// Either way the bytes on disk and in memory are the staged ones, in file order.
+    #[test]
+    fn a_partly_written_block_is_rewritten_alone_in_a_fresh_file() {
+        crate::startup::with_dma_file("seg", |file, _| async move {
+            let block = BLOCK_SIZE as usize;
+            let all: Vec<u8> = (0..6 * block + 100).map(|i| (i * 7 % 253) as u8).collect();
+            for fresh in [true, false] {
+                let first = 2 * block + 300;
+                let mut s = segment(file.clone(), all[..first].to_vec());
+                s.fresh_blocks = fresh;
+                // The first write ends mid-block: nothing was written before it, so it is whole.
+                let p = s.plan_write(8 * BLOCK_SIZE);
+                assert!(!p.head_only);
+                issue(&mut s, 8 * BLOCK_SIZE);
+                assert_eq!(s.stage_pos, 2 * BLOCK_SIZE);
+                assert!(!s.can_issue(4), "no write while one ending mid-block runs");
+                s.complete_write(0);
+                s.staging.extend_from_slice(&all[first..]);
+                s.end_pos = all.len() as u64;
+
+                let p = s.plan_write(8 * BLOCK_SIZE);
+                assert_eq!(p.pos, 2 * BLOCK_SIZE);
+                if fresh {
+                    assert!(p.head_only, "the partly written block goes alone");
+                    assert_eq!((p.len, p.upto), (block, None), "it acknowledges nothing");
+                    issue(&mut s, 8 * BLOCK_SIZE);
+                    assert!(s.can_issue(4), "it ends on a block boundary");
+                    let rest = s.plan_write(8 * BLOCK_SIZE);
+                    assert!(!rest.head_only, "a block boundary: no rewrite");
+                    assert_eq!(rest.pos, 3 * BLOCK_SIZE);
+                    assert_eq!(rest.end(), all.len() as u64);
+                    assert_eq!(rest.upto, Some(s.next_offset));
+                    issue(&mut s, 8 * BLOCK_SIZE);
+                    assert_eq!(s.inflight.len(), 2);
+                } else {
+                    assert!(!p.head_only);
+                    assert_eq!(p.end(), all.len() as u64, "one write takes it all");
+                    issue(&mut s, 8 * BLOCK_SIZE);
+                    assert_eq!(s.inflight.len(), 1);
+                }
+                let floor = s.memory_floor();
+                assert_eq!(floor, 2 * BLOCK_SIZE);
+                let got = s.read_memory(floor, all.len() - floor as usize);
+                assert_eq!(got.as_deref(), Some(&all[floor as usize..]));
+                // Retired in file order whichever completes first.
+                let last = s.inflight.back().map(|w| w.pos).unwrap_or_default();
+                assert_eq!(s.complete_write(last).1, if fresh { None } else { Some(1) });
+                if fresh {
+                    assert_eq!(s.complete_write(2 * BLOCK_SIZE).1, Some(1));
+                }
+                assert_eq!(s.disk_end, all.len() as u64);
+            }
         });
     }
 }

@@ -426,8 +426,8 @@ impl ShardCore {
         // Remove unused spare files so a clean shutdown leaves no leftovers.
         for l in &logs {
             let mut i = l.inner.borrow_mut();
-            let unused = i.spare.take().into_iter().chain(i.recycled.drain(..));
-            for (p, _) in unused {
+            let spare = i.spare.take().map(|s| (s.path, s.file));
+            for (p, _) in spare.into_iter().chain(i.recycled.drain(..)) {
                 let _ = std::fs::remove_file(p);
             }
         }
@@ -474,6 +474,9 @@ pub struct ShardStats {
     /// Writes issued while an earlier write of the same log was still running (several
     /// bounded writes in flight, `Config::flush_writes_in_flight`).
     pub overlapped_writes: u64,
+    /// Rewrites of a partly written block issued apart from the new blocks behind it, in a
+    /// new file (see `ActiveSegment::plan_write`).
+    pub head_block_writes: u64,
     /// Writes issued by the Synced or Written append that filled them, not by the flusher
     /// (`flusher::issue_full_write`).
     pub producer_writes: u64,

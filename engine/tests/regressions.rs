@@ -385,6 +385,11 @@ fn producer_issued_writes_lose_nothing() {
         .unwrap();
     let st = e.handle().stats(0).wait_timeout(T).unwrap();
     assert!(st.producer_writes > 0, "no producer issued a write: {st:?}");
+    // New files: each partly written block was rewritten apart from the blocks behind it.
+    assert!(
+        st.head_block_writes > 0,
+        "no rewrite of a partial block went alone: {st:?}"
+    );
     assert!(st.segments_sealed > 0, "no roll happened under the producers: {st:?}");
     let check = |h: &Handle| {
         let got = h.read_from("w", 0, usize::MAX, usize::MAX).wait_timeout(T).unwrap();
@@ -605,6 +610,67 @@ fn memory_mode_data_reaches_disk_by_the_flush_timer() {
     assert!(
         found,
         "a Memory-mode record never reached its segment file without further traffic"
+    );
+    e.close().unwrap();
+}
+
+// Bug pinned: the age of the unflushed bytes was counted from the first append after the log
+// was last wholly flushed. Under a steady Memory stream that never happens again, so 10 ms in,
+// the flush interval had always passed and every write completion flushed whatever had
+// arrived meanwhile: writes a fraction of `flush_threshold_bytes`, several times as many
+// submissions (traced at half load: ~270 KiB instead of 1 MiB). The stream here reaches the
+// threshold in well under the interval, so writes should be about threshold-sized.
+#[test]
+fn a_steady_memory_stream_is_written_in_threshold_sized_writes() {
+    let dir = tempdir("reg-memory-write-size");
+    let mut c = raw_config(&dir, 1);
+    c.segment_size_bytes = 32 << 20;
+    c.flush_threshold_bytes = 512 << 10;
+    c.shard_memory_budget_bytes = 16 << 20;
+    c.io_memory_bytes = 4 << 20;
+    let e = start(c);
+    e.handle().create_log("m").wait_timeout(T).unwrap();
+    let appended = e
+        .handle()
+        .spawn_on(0, |s| async move {
+            let log = s.log("m")?;
+            let rec = vec![0x5Au8; 4096];
+            let started = std::time::Instant::now();
+            let mut n = 0u64;
+            // 128 KiB a millisecond, one record at a time and yielding when ahead, so bytes
+            // arrive while the flusher copies a write: the threshold every ~2 ms, never the
+            // 10 ms interval.
+            loop {
+                let us = started.elapsed().as_micros() as u64;
+                if us >= 600_000 {
+                    break;
+                }
+                if n < us * 32 / 1000 {
+                    log.append(&rec, Durability::Memory).await?;
+                    n += 1;
+                } else {
+                    futures_lite::future::yield_now().await;
+                }
+            }
+            Ok::<_, Error>(n)
+        })
+        .wait_timeout(T)
+        .unwrap();
+    let st = e.handle().stats(0).wait_timeout(T).unwrap();
+    assert_eq!(st.records, appended);
+    let threshold = 512u64 << 10;
+    let full = st.written_bytes / threshold;
+    assert!(st.writes >= 4, "too few writes to judge: {st:?}");
+    // A write of the stream's tail, the rewrite of a partial block, and the last write of a
+    // segment may be short; most are at the threshold.
+    assert!(
+        st.writes <= full * 3 / 2 + st.head_block_writes + 4,
+        "{} writes for {} bytes, {} of them partial-block rewrites: expected about {} writes of          {} KiB",
+        st.writes,
+        st.written_bytes,
+        st.head_block_writes,
+        full,
+        threshold >> 10
     );
     e.close().unwrap();
 }
