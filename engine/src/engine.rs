@@ -109,12 +109,17 @@ impl Engine {
                 b = b.spin_before_park(spin);
             }
             let (cfg, pl, mb) = (config.clone(), placement.clone(), mailbox.clone());
+            let own_cpu = pinned.then(|| cpus[id % cpus.len()]);
             let spawned = b.spawn(move || async move {
+                let mut io_workers_elsewhere = false;
                 if let Some(c) = io_cpus {
                     // Not fatal: without it (kernels before 5.14) the workers share the
                     // shard's core, as they always did.
-                    if let Err(e) = crate::iowq::set_worker_cpus(&c) {
-                        tracing::warn!(shard = id, cpus = ?c, error = %e, "cannot move io_uring workers off the shard's core");
+                    match crate::iowq::set_worker_cpus(&c) {
+                        Ok(()) => io_workers_elsewhere = own_cpu.is_some_and(|own| !c.contains(&own)),
+                        Err(e) => {
+                            tracing::warn!(shard = id, cpus = ?c, error = %e, "cannot move io_uring workers off the shard's core")
+                        }
                     }
                 }
                 let compressor = zstd_cpus.and_then(|c| match crate::compressor::Compressor::start(id, c) {
@@ -125,6 +130,7 @@ impl Engine {
                     }
                 });
                 let core = Rc::new(ShardCore::new(id, cfg, pl, mb, compressor));
+                core.io_workers_elsewhere.set(io_workers_elsewhere);
                 match core.recover().await {
                     Ok(r) => {
                         let _ = tx.send(Ok(r));

@@ -61,6 +61,9 @@ pub struct ShardCore {
     tiering_task: RefCell<Option<glommio::Task<()>>>,
     /// The shard's compression thread (`Config::compression_cpus`); `None`: zstd runs here.
     pub compressor: Option<Compressor>,
+    /// Its io_uring workers are confined to CPUs other than its own (`Config::io_worker_cpus`),
+    /// so writes no append waits for are handed to them (`flusher::perform`).
+    pub io_workers_elsewhere: Cell<bool>,
     read_tick: Cell<u64>,
     /// The bridge link, if `Config::tier2` is set.
     pub link: OnceCell<Rc<Link>>,
@@ -105,6 +108,7 @@ impl ShardCore {
             deletions: Cell::new(0),
             tiering_task: RefCell::new(None),
             compressor,
+            io_workers_elsewhere: Cell::new(false),
             read_tick: Cell::new(0),
             link: OnceCell::new(),
             link_task: RefCell::new(None),
@@ -477,6 +481,9 @@ pub struct ShardStats {
     /// Rewrites of a partly written block issued apart from the new blocks behind it, in a
     /// new file (see `ActiveSegment::plan_write`).
     pub head_block_writes: u64,
+    /// Writes no append was waiting for, handed straight to the io_uring workers on other
+    /// CPUs (`IOSQE_ASYNC`), so the shard does not pay for submitting them.
+    pub punted_writes: u64,
     /// Writes issued by the Synced or Written append that filled them, not by the flusher
     /// (`flusher::issue_full_write`).
     pub producer_writes: u64,

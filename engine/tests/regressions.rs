@@ -2,7 +2,7 @@
 //! "What the previous generation got wrong"). Each test opens with the bug it pins.
 
 mod common;
-use aof_engine::{Durability, Engine, Error, Handle, LocalLog, NewRecord, OwnedRecord};
+use aof_engine::{Durability, Engine, Error, Handle, IoWorkerCpus, LocalLog, NewRecord, OwnedRecord};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -672,6 +672,64 @@ fn a_steady_memory_stream_is_written_in_threshold_sized_writes() {
         full,
         threshold >> 10
     );
+    e.close().unwrap();
+}
+
+/// Memory data no append waits for is handed to io_uring's workers when they run on another
+/// CPU (`IoWorkerCpus::Spare` with a core to spare); the writes of Synced appends never are.
+/// Either way every record is on disk, byte for byte, after a restart.
+#[test]
+fn writes_nobody_waits_for_go_to_io_workers_on_other_cpus() {
+    let dir = tempdir("reg-punted-writes");
+    let cfg = || {
+        let mut c = raw_config(&dir, 1);
+        c.io_worker_cpus = IoWorkerCpus::Spare;
+        c
+    };
+    let spare_cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+    let e = start(cfg());
+    let h = e.handle();
+    h.create_log("p").wait_timeout(T).unwrap();
+    let mut expect = Vec::new();
+    for i in 0..3000u64 {
+        let p = payload(9, i, 900 + (i % 7) as usize * 50);
+        h.append("p", p.clone(), Durability::Memory).wait_timeout(T).unwrap();
+        expect.push(p);
+    }
+    // Wait for the flusher to write it all (by size and then by age), without asking for it.
+    let deadline = std::time::Instant::now() + T;
+    let st = loop {
+        let st = h.stats(0).wait_timeout(T).unwrap();
+        if st.unflushed_bytes == 0 && st.writes > 0 {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Memory data never flushed: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if spare_cpu {
+        assert!(st.punted_writes > 0, "no background write was punted: {st:?}");
+    } else {
+        assert_eq!(st.punted_writes, 0, "punted with no CPU to spare: {st:?}");
+    }
+    let punted = st.punted_writes;
+    for i in 3000..3300u64 {
+        let p = payload(9, i, 700);
+        h.append("p", p.clone(), Durability::Synced).wait_timeout(T).unwrap();
+        expect.push(p);
+    }
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    assert_eq!(
+        st.punted_writes, punted,
+        "a write a Synced append waited for was punted: {st:?}"
+    );
+    assert_log(&h, "p", &expect);
+    e.close().unwrap();
+    let e = start(cfg());
+    assert_clean_recovery(&e);
+    assert_log(&e.handle(), "p", &expect);
     e.close().unwrap();
 }
 

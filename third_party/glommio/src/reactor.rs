@@ -330,6 +330,28 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
     ) -> Source {
+        self.write_dma_with(raw, buf, pos, pollable, false)
+    }
+
+    /// aof patch: `write_dma` with `IOSQE_ASYNC` (see `DmaFile::write_rc_at_punted`).
+    pub(crate) fn write_dma_punted(
+        &self,
+        raw: RawFd,
+        buf: DmaSource,
+        pos: u64,
+        pollable: PollableStatus,
+    ) -> Source {
+        self.write_dma_with(raw, buf, pos, pollable, true)
+    }
+
+    fn write_dma_with(
+        &self,
+        raw: RawFd,
+        buf: DmaSource,
+        pos: u64,
+        pollable: PollableStatus,
+        punted: bool,
+    ) -> Source {
         let stats = StatsCollection {
             fulfilled: Some(|result, stats, op_count| {
                 if let Ok(result) = result {
@@ -346,7 +368,7 @@ impl Reactor {
             SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
             Some(stats),
         );
-        self.sys.write_dma(&source, pos);
+        self.sys.write_dma(&source, pos, punted);
         source
     }
 

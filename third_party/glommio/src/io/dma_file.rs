@@ -372,6 +372,20 @@ impl DmaFile {
         enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }
 
+    /// aof patch: [`DmaFile::write_rc_at`], submitted with `IOSQE_ASYNC`: io_uring hands the
+    /// write to one of its worker threads at once instead of first trying it inline, so the
+    /// submitting thread pays for queueing the work, not for the file system, the block layer
+    /// and the device doorbell. Worth it only where those workers run on other CPUs.
+    pub async fn write_rc_at_punted(&self, buf: Rc<DmaBuffer>, pos: u64) -> Result<usize> {
+        let source = self.file.reactor.upgrade().unwrap().write_dma_punted(
+            self.as_raw_fd(),
+            DmaSource::Shared(buf),
+            pos,
+            self.pollable,
+        );
+        enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
+    }
+
     /// Reads from a specific position in the file and returns the buffer.
     ///
     /// The position must be aligned to for Direct I/O. In most platforms

@@ -1395,7 +1395,8 @@ impl Reactor {
         poll_ring.alloc_dma_buffer(size)
     }
 
-    pub(crate) fn write_dma(&self, source: &Source, pos: u64) {
+    // aof patch: `punted` (see `DmaFile::write_rc_at_punted`).
+    pub(crate) fn write_dma(&self, source: &Source, pos: u64, punted: bool) {
         let op = match &*source.source_type() {
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
@@ -1407,12 +1408,21 @@ impl Reactor {
             },
             x => panic!("Unexpected source type for write: {:?}", x),
         };
-        queue_request_into_ring(
+        let q = queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
             op,
             &mut self.source_map.borrow_mut(),
         );
+        if punted {
+            // aof patch: the write's descriptor is the last one queued (a linked timeout
+            // would follow it; file writes carry none).
+            if let Some(d) = q.borrow_mut().submissions.back_mut() {
+                if matches!(d.args, UringOpDescriptor::WriteFixed(..) | UringOpDescriptor::Write(..)) {
+                    d.flags |= SubmissionFlags::ASYNC;
+                }
+            }
+        }
     }
 
     pub(crate) fn write_buffered(&self, source: &Source, pos: u64) {
@@ -2037,12 +2047,13 @@ impl Reactor {
     }
 }
 
+// aof patch: returns the queue the request went into.
 fn queue_request_into_ring(
     ring: &mut (impl UringCommon + ?Sized),
     source: &Source,
     descriptor: UringOpDescriptor,
     source_map: &mut SourceMap,
-) {
+) -> ReactorQueue {
     source.inner.borrow_mut().wakers.queued_at = Some(Instant::now());
     let q = ring.submission_queue();
     let id = source_map.add_source(source, Rc::clone(&q));
@@ -2068,6 +2079,8 @@ fn queue_request_into_ring(
             user_data: 0,
         });
     }
+    drop(queue);
+    q
 }
 
 impl Drop for Reactor {
