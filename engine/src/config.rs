@@ -36,9 +36,10 @@ pub enum Durability {
 /// Synced appends matter most. Choose `Spare` for Memory or Written appends that need a short
 /// tail on a shard that is kept busy, on a host with cores to spare.
 ///
-/// With the workers on other CPUs, a write no append waits for (Memory data flushed by size or
-/// age) is also handed to them at once (`IOSQE_ASYNC`), so the shard does not spend the 20-40 µs
-/// an inline submission costs on this VM (`ShardStats::punted_writes`).
+/// With the workers on other CPUs, I/O no append waits for (Memory data flushed by size or age,
+/// Tier1 recompression's reads and writes) is also handed to them at once (`IOSQE_ASYNC`), so
+/// the shard does not spend the 20-40 µs an inline submission costs on this VM
+/// (`ShardStats::punted_writes`, `punted_tier1_ios`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum IoWorkerCpus {
     /// The shard's own core (the kernel's behaviour).

@@ -527,6 +527,9 @@ pub struct ShardStats {
     /// Tier1 frames zstd compressed on the shard's compression thread
     /// (`Config::compression_cpus`) instead of on the shard.
     pub frames_compressed_off_shard: u64,
+    /// Tier1 recompression reads and writes handed straight to io_uring's workers on other
+    /// CPUs (`IOSQE_ASYNC`; see `punted_writes`).
+    pub punted_tier1_ios: u64,
     /// Sealed segments waiting for Tier1 work.
     pub tiering_queue: usize,
     pub tiering_errors: u64,

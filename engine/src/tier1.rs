@@ -77,6 +77,8 @@ pub struct Compressed {
     pub file_crc: u32,
     /// Frames zstd compressed on the shard's compression thread (the rest ran on the shard).
     pub frames_off_shard: u64,
+    /// Reads and writes submitted with `IOSQE_ASYNC` (`How::punt_io`).
+    pub punted_ios: u64,
 }
 
 fn corrupt(path: &Path, pos: u64, detail: String) -> Error {
@@ -88,7 +90,7 @@ fn corrupt(path: &Path, pos: u64, detail: String) -> Error {
 }
 
 /// Writes whole blocks at `pos`, folding them into the running crc of the file.
-async fn write_dma(f: &DmaFile, path: &Path, bytes: &[u8], pos: u64, crc: &mut u32) -> Result<()> {
+async fn write_dma(f: &DmaFile, path: &Path, bytes: &[u8], pos: u64, crc: &mut u32, punt: bool) -> Result<()> {
     debug_assert!(pos.is_multiple_of(BLOCK_SIZE) && (bytes.len() as u64).is_multiple_of(BLOCK_SIZE));
     let mut buf = f.alloc_dma_buffer(bytes.len());
     in_steps(bytes, |at, piece| {
@@ -96,10 +98,12 @@ async fn write_dma(f: &DmaFile, path: &Path, bytes: &[u8], pos: u64, crc: &mut u
         buf.as_bytes_mut()[at..at + piece.len()].copy_from_slice(piece);
     })
     .await;
-    let n = f
-        .write_at(buf, pos)
-        .await
-        .map_err(|e| Error::glommio("write tier1", path, e))?;
+    let n = if punt {
+        f.write_rc_at_punted(std::rc::Rc::new(buf), pos).await
+    } else {
+        f.write_at(buf, pos).await
+    };
+    let n = n.map_err(|e| Error::glommio("write tier1", path, e))?;
     if n != bytes.len() {
         return Err(Error::io(
             "write tier1",
@@ -118,10 +122,8 @@ async fn write_dma(f: &DmaFile, path: &Path, bytes: &[u8], pos: u64, crc: &mut u
 pub async fn compress(
     src: Source<'_>,
     dir: &Path,
-    profile: Profile,
-    frame_target: u32,
+    how: How<'_>,
     io_rate: Option<u64>,
-    worker: Option<&Compressor>,
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<Compressed>> {
     let name = fmt::file_name(src.log_id, src.base_offset);
@@ -140,17 +142,14 @@ pub async fn compress(
         started: std::time::Instant::now(),
         bytes: std::cell::Cell::new(0),
     };
-    let how = How {
-        profile,
-        frame_target,
-        worker,
-    };
+    let profile = how.profile;
     let r = write_frames(&src, &out_file, &tmp, &how, &pace, stop).await;
     let Written {
         frames,
         file_len,
         file_crc,
         frames_off_shard,
+        punted_ios,
     } = match r {
         Ok(Some(v)) => v,
         other => {
@@ -171,6 +170,7 @@ pub async fn compress(
         file_len,
         file_crc,
         frames_off_shard,
+        punted_ios,
     }))
 }
 
@@ -196,12 +196,16 @@ impl Pace {
     }
 }
 
-/// How a segment is recompressed: the profile, the frame size, and the compression thread
-/// if the shard has one.
-struct How<'a> {
-    profile: Profile,
-    frame_target: u32,
-    worker: Option<&'a Compressor>,
+/// How a segment is recompressed: the profile, the frame size, the compression thread if the
+/// shard has one, and whether its reads and writes go straight to io_uring's workers.
+pub struct How<'a> {
+    pub profile: Profile,
+    pub frame_target: u32,
+    pub worker: Option<&'a Compressor>,
+    /// The shard's io_uring workers run on other CPUs: submit this background I/O with
+    /// `IOSQE_ASYNC`, so the shard does not pay the 20-40 µs of an inline submission
+    /// (`ShardCore::io_workers_elsewhere`).
+    pub punt_io: bool,
 }
 
 /// A Tier1 file written and synced, under its temporary name.
@@ -210,6 +214,7 @@ struct Written {
     file_len: u64,
     file_crc: u32,
     frames_off_shard: u64,
+    punted_ios: u64,
 }
 
 async fn write_frames(
@@ -224,6 +229,7 @@ async fn write_frames(
         profile,
         frame_target,
         worker,
+        punt_io,
     } = *how;
     let level = profile.zstd_level();
     let header = Header {
@@ -259,6 +265,7 @@ async fn write_frames(
     let mut frames = Vec::new();
     let mut file_crc = 0u32;
     let mut off_shard = 0u64;
+    let mut punted = 0u64;
     let target = frame_target as usize;
     loop {
         // Cut the next frame: whole records, at least one, up to the target size.
@@ -303,11 +310,13 @@ async fn write_frames(
                 ));
             }
             let n = READ_CHUNK.min((src.data_end - read_pos) as usize);
-            let chunk = src
-                .file
-                .read_at(read_pos, n)
-                .await
-                .map_err(|e| Error::glommio("read segment", src.path, e))?;
+            let chunk = if punt_io {
+                punted += 1;
+                src.file.read_at_punted(read_pos, n).await
+            } else {
+                src.file.read_at(read_pos, n).await
+            };
+            let chunk = chunk.map_err(|e| Error::glommio("read segment", src.path, e))?;
             if chunk.len() != n {
                 return Err(corrupt(src.path, read_pos, "segment shorter than its seal says".into()));
             }
@@ -375,7 +384,8 @@ async fn write_frames(
         in_steps(&comp, |_, piece| out.extend_from_slice(piece)).await;
         if out.len() >= WRITE_CHUNK {
             let n = align_down(out.len() as u64) as usize;
-            write_dma(out_file, out_path, &out[..n], written, &mut file_crc).await?;
+            write_dma(out_file, out_path, &out[..n], written, &mut file_crc, punt_io).await?;
+            punted += punt_io as u64;
             out.drain(..n);
             written += n as u64;
             pace.account(n).await;
@@ -401,7 +411,8 @@ async fn write_frames(
     debug_assert_eq!(comp_end, comp_pos);
     out.resize(align_up(out.len() as u64) as usize, 0);
     out.extend_from_slice(&fmt::encode_tail(&frames, comp_end, src.base_offset, src.next_offset));
-    write_dma(out_file, out_path, &out, written, &mut file_crc).await?;
+    write_dma(out_file, out_path, &out, written, &mut file_crc, punt_io).await?;
+    punted += punt_io as u64;
     let file_len = written + out.len() as u64;
     out_file
         .fdatasync()
@@ -412,6 +423,7 @@ async fn write_frames(
         file_len,
         file_crc,
         frames_off_shard: off_shard,
+        punted_ios: punted,
     }))
 }
 

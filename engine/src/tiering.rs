@@ -118,10 +118,13 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
             data_crc,
         },
         &log.dir,
-        profile,
-        core.config.tier1_frame_bytes,
+        tier1::How {
+            profile,
+            frame_target: core.config.tier1_frame_bytes,
+            worker: core.compressor.as_ref(),
+            punt_io: core.io_workers_elsewhere.get(),
+        },
         core.config.tier1_io_bytes_per_sec,
-        core.compressor.as_ref(),
         // Given up when retention comes to remove this segment: a fast writer at its limit
         // passes it long before a paced compression of it ends (a second or more per 64 MiB
         // segment at the default pace), and while it lasts no retention is applied and no
@@ -172,6 +175,7 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
         st.compress_out_bytes += c.file_len;
         st.compress_nanos += elapsed.as_nanos() as u64;
         st.frames_compressed_off_shard += c.frames_off_shard;
+        st.punted_tier1_ios += c.punted_ios;
     }
     if let Store::Raw(f) = old.0 {
         // Reads that already hold the raw file finish first; the name goes then. (By path:

@@ -6,7 +6,7 @@
 mod common;
 use aof_engine::format::tier1::Header as T1Header;
 use aof_engine::{
-    CompressionCpus, Config, Durability, Error, ObjectRef, OwnedRecord, Profile, Retention, SegmentState,
+    CompressionCpus, Config, Durability, Error, IoWorkerCpus, ObjectRef, OwnedRecord, Profile, Retention, SegmentState,
 };
 use common::*;
 use std::path::Path;
@@ -207,13 +207,20 @@ fn last_allowed_cpu() -> usize {
 #[test]
 fn compression_runs_on_its_own_thread_or_on_the_shard() {
     let cpu = last_allowed_cpu();
+    let spare_cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
     for (where_, cpus) in [
         ("thread", CompressionCpus::Cpus(vec![cpu])),
         ("shard", CompressionCpus::Shard),
+        ("shard, io workers spare", CompressionCpus::Shard),
     ] {
-        let dir = tempdir(&format!("tiers-zstd-{where_}"));
+        let dir = tempdir(&format!("tiers-zstd-{}", where_.replace([',', ' '], "-")));
         let mut c = tier_config(&dir);
         c.compression_cpus = cpus;
+        let io_spare = where_.ends_with("spare");
+        if io_spare {
+            // Recompression's reads and writes then go straight to the io workers.
+            c.io_worker_cpus = IoWorkerCpus::Spare;
+        }
         let e = start(c);
         let h = e.handle();
         h.create_log("z").wait_timeout(T).unwrap();
@@ -236,6 +243,12 @@ fn compression_runs_on_its_own_thread_or_on_the_shard() {
             assert!(stats.frames_compressed_off_shard >= 4 * 16, "{stats:?}");
         } else {
             assert_eq!(stats.frames_compressed_off_shard, 0, "{stats:?}");
+        }
+        if io_spare && spare_cpu {
+            // A read and the writes of each of 4+ segments at least.
+            assert!(stats.punted_tier1_ios >= 4 * 2, "{stats:?}");
+        } else {
+            assert_eq!(stats.punted_tier1_ios, 0, "{stats:?}");
         }
         e.close().unwrap();
         // Either way the files read back after a restart, from disk alone.

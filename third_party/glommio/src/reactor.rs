@@ -262,7 +262,7 @@ impl Reactor {
 
                 let source =
                     self.new_source(raw, SourceType::Read(PollableStatus::Pollable, None), None);
-                self.sys.read_dma(&source, 0, alignment as usize);
+                self.sys.read_dma(&source, 0, alignment as usize, false);
                 let iopoll = if let Err(err) = source.collect_rw().await {
                     if let Some(libc::ENOTSUP) = err.raw_os_error() {
                         false
@@ -601,13 +601,37 @@ impl Reactor {
             {
                 source
             } else {
-                self.sys.read_dma(&source, pos, size);
+                self.sys.read_dma(&source, pos, size, false);
                 scheduler.schedule(source, pos..pos + size as u64)
             }
         } else {
-            self.sys.read_dma(&source, pos, size);
+            self.sys.read_dma(&source, pos, size, false);
             ScheduledSource::new_raw(source, pos..pos + size as u64)
         }
+    }
+
+    /// aof patch: `read_dma` with `IOSQE_ASYNC` and no deduplication (see
+    /// `DmaFile::read_at_punted`).
+    pub(crate) fn read_dma_punted(
+        &self,
+        raw: RawFd,
+        pos: u64,
+        size: usize,
+        pollable: PollableStatus,
+    ) -> ScheduledSource {
+        let stats = StatsCollection {
+            fulfilled: Some(|result, stats, op_count| {
+                if let Ok(result) = result {
+                    stats.file_reads += op_count;
+                    stats.file_bytes_read += *result as u64 * op_count;
+                }
+            }),
+            reused: None,
+            latency: None,
+        };
+        let source = self.new_source(raw, SourceType::Read(pollable, None), Some(stats));
+        self.sys.read_dma(&source, pos, size, true);
+        ScheduledSource::new_raw(source, pos..pos + size as u64)
     }
 
     pub(crate) fn read_buffered(

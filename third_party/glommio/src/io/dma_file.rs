@@ -431,6 +431,28 @@ impl DmaFile {
         ))
     }
 
+    /// aof patch: [`DmaFile::read_at`], submitted with `IOSQE_ASYNC` and without the file's
+    /// read deduplication (see [`DmaFile::write_rc_at_punted`]).
+    pub async fn read_at_punted(&self, pos: u64, size: usize) -> Result<ReadResult> {
+        let eff_pos = self.align_down(pos);
+        let b = (pos - eff_pos) as usize;
+
+        let eff_size = self.align_up((size + b) as u64) as usize;
+        let source = self.file.reactor.upgrade().unwrap().read_dma_punted(
+            self.as_raw_fd(),
+            eff_pos,
+            eff_size,
+            self.pollable,
+        );
+
+        let read_size = enhanced_try!(source.collect_rw().await, "Reading", self.file)?;
+        Ok(ReadResult::from_sliced_buffer(
+            source,
+            b,
+            std::cmp::min(read_size, size),
+        ))
+    }
+
     /// Submit many reads and process the results in a stream-like fashion via a
     /// [`ReadManyResult`].
     ///

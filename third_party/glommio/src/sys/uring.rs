@@ -1441,14 +1441,22 @@ impl Reactor {
         );
     }
 
-    pub(crate) fn read_dma(&self, source: &Source, pos: u64, size: usize) {
+    // aof patch: `punted` (see `DmaFile::read_at_punted`).
+    pub(crate) fn read_dma(&self, source: &Source, pos: u64, size: usize, punted: bool) {
         let op = UringOpDescriptor::ReadFixed(pos, size);
-        queue_request_into_ring(
+        let q = queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
             op,
             &mut self.source_map.borrow_mut(),
         );
+        if punted {
+            if let Some(d) = q.borrow_mut().submissions.back_mut() {
+                if matches!(d.args, UringOpDescriptor::ReadFixed(..)) {
+                    d.flags |= SubmissionFlags::ASYNC;
+                }
+            }
+        }
     }
 
     pub(crate) fn read_buffered(&self, source: &Source, pos: u64, size: usize) {
