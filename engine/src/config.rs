@@ -180,9 +180,11 @@ pub struct Config {
     pub preallocate: bool,
     /// Keep the files of raw segments that retention removes, or that Tier1 recompression
     /// replaces, as the log's next spare segments (at most two per log) instead of deleting
-    /// them: writes over blocks that already hold data skip the filesystem's conversion of
-    /// preallocated space (measured: Synced 4 KiB batched appends at a retention limit,
-    /// see the README). Default `true`; `false` frees their space at once.
+    /// them: writes over blocks the file already used are faster than first writes to new
+    /// ones (on the VM measured here, where freed blocks are discarded, most likely because
+    /// the host allocates them again; see `tiering::retire_raw`; measured:
+    /// Synced 4 KiB batched appends at a retention limit, see the README). Default `true`;
+    /// `false` frees their space at once.
     pub recycle_segments: bool,
     /// Capacity of each shard's cross-thread request queue. Default 4096.
     pub inbox_capacity: usize,

@@ -1,8 +1,9 @@
 //! Where a shard's work off its own thread runs: the kernel's io_uring workers (below), and
 //! the shard's helper threads (`pin_this_thread`, for the compression thread).
 //!
-//! A write into preallocated (unwritten) extents, an fdatasync or a fallocate cannot finish
-//! inside `io_uring_enter`, so io_uring hands it to a worker thread (`iou-wrk-<tid>`). The
+//! An fdatasync, a fallocate, or a direct write that spans a written and an unwritten extent
+//! (see `ActiveSegment::plan_write`) cannot finish inside `io_uring_enter`, so io_uring hands
+//! it to a worker thread (`iou-wrk-<tid>`); so does any I/O submitted with `IOSQE_ASYNC`. The
 //! workers belong to the thread that owns the rings and inherit its affinity: for a pinned
 //! shard, its own core, where every one of them preempts the shard. Measured with a Memory
 //! producer at half load on one shard: ~1,700 preemptions a second, 37 ms of every second,

@@ -542,8 +542,8 @@ pub struct ShardStats {
     /// segment was then removed; it counts in `retention_deleted_uncompressed` too).
     pub compressions_abandoned: u64,
     /// Raw segment files kept for reuse as the next segment instead of deleted, and spares
-    /// made from them: their blocks are already written, so writes over them skip the
-    /// filesystem's conversion of preallocated (unwritten) extents.
+    /// made from them: their blocks are already written, so writes over them are not first
+    /// writes to new blocks (see `tiering::retire_raw`).
     pub segments_recycled: u64,
     pub spares_reused: u64,
     pub manifest_records: u64,

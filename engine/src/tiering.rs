@@ -193,12 +193,15 @@ pub const RECYCLE_MAX: usize = 2;
 /// Retires the file of a raw segment the log no longer holds: kept for reuse as a spare
 /// (`flusher::make_spare`) if the log has room for it, deleted otherwise.
 ///
-/// Why: a new segment written into freshly preallocated space makes the filesystem convert
-/// each written range from unwritten to written, and on ext4 every write then takes the inode
-/// lock that fdatasync also takes. Measured with fio, 512 KiB O_DIRECT writes at depth 4 with an
-/// fdatasync every 4 MiB: 2.4-2.5 GB/s into a fallocated file against 3.2-3.6 GB/s over
-/// written blocks (2.6 against 4.7 at depth 16). Reuse also spares the device the discard of a
-/// deleted file.
+/// Why: first writes to blocks new to a file are slower than writes over blocks it already
+/// used. Measured with fio, 512 KiB O_DIRECT writes at depth 4 with an fdatasync every 4 MiB:
+/// 2.4-2.5 GB/s into a fallocated file against 3.2-3.6 GB/s over written blocks (2.6 against
+/// 4.7 at depth 16). The cost is not ext4's unwritten-extent conversion: 1 MiB writes at depth
+/// 16 into unwritten extents whose blocks had been written before (`fallocate --zero-range`)
+/// ran at 2942 and 2671 MB/s, as fast as over written blocks (2753, 2497), against 1778 and 1945
+/// into a new fallocated file. On this VM the file system is mounted with `discard`, so a
+/// deleted file's blocks are discarded, and the virtual disk most likely gives them back to
+/// the host, which allocates them again on their next first write. Reuse also spares the device the discard of a deleted file.
 ///
 /// Safe because a segment is recognised by its name and its contents together: the header
 /// block is zeroed (durably) before the file can take a segment's name, a trailer counts only

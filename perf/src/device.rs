@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 pub struct Bandwidth {
     pub block_bytes: usize,
     pub depth: usize,
-    /// Written over blocks that already hold data, instead of into freshly preallocated
-    /// (unwritten) extents, whose conversion the file system journals after each write.
+    /// Written over blocks that already hold data, instead of into freshly preallocated ones:
+    /// first writes to new blocks are slower (on this VM, where freed blocks are discarded; see
+    /// `aof_engine`'s `tiering::retire_raw`).
     #[serde(default)]
     pub overwrite: bool,
     pub mb_per_s: f64,
@@ -96,7 +97,7 @@ async fn run(path: &Path, total: u64, ops: u64) -> Result<DeviceResult, String> 
         let f = open(path, total).await?;
         seq.push(seq_pass(&f, bs, total, false).await?);
         if bs == 1 << 20 {
-            // The same file again: every block now holds data, so nothing is converted. This
+            // The same file again: every block now holds data, so no write is a first one. This
             // is the device's own limit; the first pass is what writes into new segments cost.
             seq.push(seq_pass(&f, bs, total, true).await?);
         }
