@@ -675,6 +675,39 @@ fn a_steady_memory_stream_is_written_in_threshold_sized_writes() {
     e.close().unwrap();
 }
 
+/// With one write in flight at a time, the rewrite of a partly written block and the new
+/// blocks behind it (two writes in a new file) go one after the other: appends of every
+/// durability still complete, and every record is back after a restart.
+#[test]
+fn split_writes_complete_with_one_write_in_flight() {
+    let dir = tempdir("reg-split-one-in-flight");
+    let cfg = || {
+        let mut c = raw_config(&dir, 1);
+        c.flush_writes_in_flight = 1;
+        c
+    };
+    let e = start(cfg());
+    let h = e.handle();
+    h.create_log("s").wait_timeout(T).unwrap();
+    let mut expect = Vec::new();
+    for i in 0..600u64 {
+        let p = payload(4, i, 1000 + (i % 13) as usize * 97);
+        let d = ALL[i as usize % 3];
+        h.append("s", p.clone(), d).wait_timeout(T).unwrap();
+        expect.push(p);
+    }
+    h.sync("s").wait_timeout(T).unwrap();
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    assert!(st.head_block_writes > 0, "no partial block was rewritten alone: {st:?}");
+    assert!(st.segments_sealed > 0, "no roll: {st:?}");
+    assert_log(&h, "s", &expect);
+    e.close().unwrap();
+    let e = start(cfg());
+    assert_clean_recovery(&e);
+    assert_log(&e.handle(), "s", &expect);
+    e.close().unwrap();
+}
+
 /// Memory data no append waits for is handed to io_uring's workers when they run on another
 /// CPU (`IoWorkerCpus::Spare` with a core to spare); the writes of Synced appends never are.
 /// Either way every record is on disk, byte for byte, after a restart.
