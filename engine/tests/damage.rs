@@ -490,3 +490,68 @@ fn reused_segment_files_never_return_an_earlier_lifes_records() {
         std::fs::write(&seg, &bytes).unwrap();
     }
 }
+
+/// In a new segment file, the block a write left partly filled is rewritten by a write of its
+/// own, beside the write of the blocks after it (`ActiveSegment::plan_write`), so a crash can
+/// leave either one without the other. The rewrite lost: the block's older version (the first
+/// records, then zeros) followed by newer blocks; recovery keeps exactly the records before
+/// it. The blocks after it lost: recovery keeps the records wholly inside the block.
+#[test]
+fn a_lost_rewrite_of_a_partial_block_keeps_exactly_the_records_before_it() {
+    let dir = tempdir("split-rewrite");
+    let e = open(raw_config(&dir, 1));
+    let h = e.handle();
+    h.create_log("t").wait().unwrap();
+    let mut pos = vec![4096u64];
+    let append = |pos: &mut Vec<u64>, i: u64| {
+        h.append("t", payload(0, i, size(i)), Durability::Synced)
+            .wait()
+            .unwrap();
+        let p = *pos.last().unwrap();
+        pos.push(p + frame_len(size(i)) as u64);
+    };
+    // The first records end mid-block.
+    let mut first = 0;
+    while first < 20 || pos[first as usize] % 4096 == 0 {
+        append(&mut pos, first);
+        first += 1;
+    }
+    let seg = seg_files(&dir).remove(0);
+    let older = std::fs::read(&seg).unwrap();
+    // Enough more to run several blocks past it.
+    let total = first + 120;
+    for i in first..total {
+        append(&mut pos, i);
+    }
+    let st = h.stats(0).wait().unwrap();
+    assert!(
+        st.head_block_writes > 0,
+        "no partly written block was rewritten alone: {st:?}"
+    );
+    e.close().unwrap();
+    let newer = std::fs::read(&seg).unwrap();
+    let block = (pos[first as usize] / 4096) as usize * 4096;
+    assert!(
+        pos[total as usize] > block as u64 + 2 * 4096,
+        "the later records reach past the block"
+    );
+
+    // The rewrite lost, the blocks after it on disk.
+    let mut torn = newer.clone();
+    torn[block..block + 4096].copy_from_slice(&older[block..block + 4096]);
+    assert_ne!(torn, newer);
+    std::fs::write(&seg, &torn).unwrap();
+    check(&dir, first, "partial block's rewrite lost");
+
+    // The rewrite on disk, the blocks after it lost (zeros, as preallocated).
+    let mut torn = newer.clone();
+    torn[block + 4096..].fill(0);
+    std::fs::write(&seg, &torn).unwrap();
+    let inside = pos
+        .iter()
+        .skip(1)
+        .take_while(|&&end| end <= block as u64 + 4096)
+        .count() as u64;
+    assert!(inside > first, "some later records end inside the block");
+    check(&dir, inside, "blocks after the rewrite lost");
+}
