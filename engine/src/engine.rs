@@ -129,8 +129,7 @@ impl Engine {
                         None
                     }
                 });
-                let core = Rc::new(ShardCore::new(id, cfg, pl, mb, compressor));
-                core.io_workers_elsewhere.set(io_workers_elsewhere);
+                let core = Rc::new(ShardCore::new(id, cfg, pl, mb, compressor, io_workers_elsewhere));
                 match core.recover().await {
                     Ok(r) => {
                         let _ = tx.send(Ok(r));

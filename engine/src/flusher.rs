@@ -417,7 +417,7 @@ async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
     // over 20 µs fell from 2,269-2,507 to 826-1,004 per run and the p99 from 31-46 to 23-26
     // µs. Writes an append waits for stay inline: the hop to a worker and back adds to their
     // latency.
-    let punt = w.background && core.io_workers_elsewhere.get();
+    let punt = w.background && core.io_workers_elsewhere;
     let write = if punt {
         w.file.write_rc_at_punted(w.buf.clone(), w.pos).await
     } else {

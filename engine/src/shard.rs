@@ -63,7 +63,7 @@ pub struct ShardCore {
     pub compressor: Option<Compressor>,
     /// Its io_uring workers are confined to CPUs other than its own (`Config::io_worker_cpus`),
     /// so writes no append waits for are handed to them (`flusher::perform`).
-    pub io_workers_elsewhere: Cell<bool>,
+    pub io_workers_elsewhere: bool,
     read_tick: Cell<u64>,
     /// The bridge link, if `Config::tier2` is set.
     pub link: OnceCell<Rc<Link>>,
@@ -77,6 +77,7 @@ impl ShardCore {
         placement: Arc<Placement>,
         mailbox: Arc<Mailbox>,
         compressor: Option<Compressor>,
+        io_workers_elsewhere: bool,
     ) -> Self {
         let dir = config.root.join(shard_dir_name(id));
         let profile = config.compression;
@@ -108,7 +109,7 @@ impl ShardCore {
             deletions: Cell::new(0),
             tiering_task: RefCell::new(None),
             compressor,
-            io_workers_elsewhere: Cell::new(false),
+            io_workers_elsewhere,
             read_tick: Cell::new(0),
             link: OnceCell::new(),
             link_task: RefCell::new(None),

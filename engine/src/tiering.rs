@@ -122,7 +122,7 @@ async fn tier_segment(core: &Rc<ShardCore>, log: &Rc<Log>, base: u64) -> Result<
             profile,
             frame_target: core.config.tier1_frame_bytes,
             worker: core.compressor.as_ref(),
-            punt_io: core.io_workers_elsewhere.get(),
+            punt_io: core.io_workers_elsewhere,
         },
         core.config.tier1_io_bytes_per_sec,
         // Given up when retention comes to remove this segment: a fast writer at its limit
@@ -201,7 +201,8 @@ pub const RECYCLE_MAX: usize = 2;
 /// ran at 2942 and 2671 MB/s, as fast as over written blocks (2753, 2497), against 1778 and 1945
 /// into a new fallocated file. On this VM the file system is mounted with `discard`, so a
 /// deleted file's blocks are discarded, and the virtual disk most likely gives them back to
-/// the host, which allocates them again on their next first write. Reuse also spares the device the discard of a deleted file.
+/// the host, which allocates them again on their next first write. Reuse also spares the
+/// device the discard of a deleted file.
 ///
 /// Safe because a segment is recognised by its name and its contents together: the header
 /// block is zeroed (durably) before the file can take a segment's name, a trailer counts only
