@@ -159,6 +159,82 @@ fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
     aof_engine::Profile::parse(s).ok_or_else(|| format!("unknown profile {s:?}: use none, fast, balanced or compact"))
 }
 
+fn check_cli(cli: &Cli) -> Res<()> {
+    match &cli.cmd {
+        Cmd::Run(w) | Cmd::Baseline(w) | Cmd::SweepShards { w, .. } => check_args(w)?,
+        Cmd::Quick { secs } if !(secs.is_finite() && *secs > 0.0) => {
+            return Err(format!("--secs must be a positive number of seconds, not {secs:?}").into())
+        }
+        Cmd::Device { bytes, ops, .. } => {
+            // Each pass writes whole 1 MiB blocks; fewer bytes would time nothing.
+            if *bytes < 1 << 20 {
+                return Err(format!("--bytes must be at least 1 MiB (1048576), not {bytes}").into());
+            }
+            if *ops == 0 {
+                return Err("--ops must be at least 1".into());
+            }
+        }
+        Cmd::Bridge(b) => b.check()?,
+        _ => {}
+    }
+    if let Cmd::SweepShards {
+        max_shards,
+        slo_p999_us,
+        ..
+    } = &cli.cmd
+    {
+        if *max_shards == Some(0) {
+            return Err("--max-shards must be at least 1".into());
+        }
+        if !(slo_p999_us.is_finite() && *slo_p999_us > 0.0) {
+            return Err(format!("--slo-p999-us must be a positive number of µs, not {slo_p999_us:?}").into());
+        }
+    }
+    Ok(())
+}
+
+/// A bad knob is refused before anything runs, naming the flag: a zero, negative or
+/// non-finite value would otherwise run a workload that measures nothing (no producers, a
+/// zero-length run) or panic deep inside the schedule arithmetic (`--rate 0`).
+fn check_args(a: &WorkloadArgs) -> Res<()> {
+    let at_least_one = [
+        ("--shards", a.shards),
+        ("--logs", a.logs),
+        ("--batch", a.batch),
+        ("--concurrency", a.concurrency),
+    ];
+    for (flag, v) in at_least_one {
+        if v == 0 {
+            return Err(format!("{flag} must be at least 1").into());
+        }
+    }
+    if !(a.secs.is_finite() && a.secs > 0.0) {
+        return Err(format!("--secs must be a positive number of seconds, not {:?}", a.secs).into());
+    }
+    if !(a.warmup_secs.is_finite() && a.warmup_secs >= 0.0) {
+        return Err(format!("--warmup-secs must be zero or more seconds, not {:?}", a.warmup_secs).into());
+    }
+    if let Some(r) = a.rate {
+        // Below one record a second the schedule says nothing a closed loop would not.
+        if !(r.is_finite() && r >= 1.0) {
+            return Err(format!("--rate must be at least 1 record/s (omit it for a closed loop), not {r:?}").into());
+        }
+    }
+    let positive = [
+        ("--flush-threshold-kib", a.flush_threshold_kib),
+        ("--writes-in-flight", a.writes_in_flight.map(|n| n as u64)),
+        ("--io-memory-kib", a.io_memory_kib),
+        ("--segment-mib", a.segment_mib),
+        ("--retention-mib", a.retention_mib),
+    ];
+    for (flag, v) in positive {
+        if v == Some(0) {
+            return Err(format!("{flag} must be at least 1").into());
+        }
+    }
+    Ok(())
+}
+
 impl WorkloadArgs {
     fn spec(&self, label: &str) -> Spec {
         Spec {
@@ -221,6 +297,8 @@ fn noisy_neighbours() -> Vec<String> {
 }
 
 fn real_main(cli: Cli) -> Res<()> {
+    // Refused before anything is created or run.
+    check_cli(&cli)?;
     std::fs::create_dir_all(&cli.dir)?;
     std::fs::create_dir_all(&cli.out)?;
     // `bridge` is usually pointed at that very gateway on purpose.

@@ -44,6 +44,22 @@ pub struct BridgeArgs {
     pace_mib: Vec<u64>,
 }
 
+impl BridgeArgs {
+    /// Refuses knobs that would measure nothing, before anything runs.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.secs.is_finite() && self.secs > 0.0) {
+            return Err(format!(
+                "--secs must be a positive number of seconds, not {:?}",
+                self.secs
+            ));
+        }
+        if self.backlog_mib == 0 {
+            return Err("--backlog-mib must be at least 1: the busy run uploads that backlog".into());
+        }
+        Ok(())
+    }
+}
+
 fn config(a: &BridgeArgs, dir: &Path) -> BridgeConfig {
     let mut cfg = BridgeConfig {
         prefix: format!("perf-{}", std::process::id()),
