@@ -193,6 +193,18 @@ pub struct Config {
     /// Synced 4 KiB batched appends at a retention limit, see the README). Default `true`;
     /// `false` frees their space at once.
     pub recycle_segments: bool,
+    /// Write zeros through a new spare segment file, at most this fast, before it becomes the
+    /// next segment, in logs that take `Synced` appends (or `sync` calls). An fdatasync
+    /// after writes into preallocated (unwritten) blocks must also make their conversion to
+    /// written blocks durable; over zeroed blocks it only flushes the data. Measured here,
+    /// Synced 4 KiB depth 1 with 4 MiB segments (so most appends are past the first segment,
+    /// which is created with the log and never zeroed), p50 / p99: 234-281 / 371-462 µs
+    /// without, 164-187 / 325-364 µs with, and 40 % more appends a second. Zeroing stops early, and the spare is taken as far as it got,
+    /// once a roll wants it; paced, so a fast writer hardly notices it (a segment written at
+    /// 1.5 GB/s is replaced after ~40 ms, of which the default pace zeroes ~2.5 MiB). Costs
+    /// one write of every segment's bytes for a log that grows slowly enough to be zeroed
+    /// ahead. Default 64 MiB/s; `None` turns it off. Only with `preallocate`.
+    pub zero_fill_spares_bytes_per_sec: Option<u64>,
     /// Capacity of each shard's cross-thread request queue. Default 4096.
     pub inbox_capacity: usize,
     /// Each shard's pool of DMA buffers, which glommio also registers with io_uring (locked
@@ -293,6 +305,7 @@ impl Config {
             index_interval_bytes: 16 << 10,
             preallocate: true,
             recycle_segments: true,
+            zero_fill_spares_bytes_per_sec: Some(64 << 20),
             inbox_capacity: 4096,
             io_memory_bytes: 8 << 20,
             ring_depth: 128,
@@ -413,6 +426,12 @@ impl Config {
             return bad(format!(
                 "tier1_frame_bytes = {} must be in 4096..=16777216",
                 self.tier1_frame_bytes
+            ));
+        }
+        if matches!(self.zero_fill_spares_bytes_per_sec, Some(r) if r < 1 << 20) {
+            return bad(format!(
+                "zero_fill_spares_bytes_per_sec = {:?} must be at least 1 MiB/s (or None)",
+                self.zero_fill_spares_bytes_per_sec
             ));
         }
         if matches!(self.tier1_io_bytes_per_sec, Some(r) if r < 1 << 20) {

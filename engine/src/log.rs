@@ -38,6 +38,8 @@ pub struct Log {
     pub changed: Event,
     /// Something for the flusher to do.
     pub flusher_wake: Event,
+    /// An append or a roll found no spare ready: a spare being zero-filled goes into use now.
+    pub spare_waited: Event,
 }
 
 /// A file made ready to become the next segment (`flusher::make_spare`).
@@ -87,6 +89,9 @@ pub struct LogInner {
     pub foreign: ForeignGroups,
     pub spare_error: Option<Error>,
     pub roll_requested: bool,
+    /// A Synced append or a `sync` was asked of this log since it opened: its new spares are
+    /// zero-filled (`Config::zero_fill_spares_bytes_per_sec`).
+    pub syncs_seen: bool,
     pub failed: Option<String>,
     pub failed_kind: Option<std::io::ErrorKind>,
     pub closing: bool,
@@ -268,6 +273,7 @@ impl Log {
             }
             if !inner.roll(self.id, &self.dir, cfg.segment_size_bytes, cfg.index_interval_bytes) {
                 self.flusher_wake.notify_all();
+                self.spare_waited.notify_all();
                 return Ok(Err(Blocked::Spare));
             }
             self.flusher_wake.notify_all();
@@ -320,6 +326,7 @@ impl Log {
             Durability::Synced => {
                 inner.want_written = end;
                 inner.want_synced = end;
+                inner.syncs_seen = true;
                 true
             }
         };
@@ -449,6 +456,7 @@ impl Log {
             }
             i.want_written = i.want_written.max(end);
             i.want_synced = i.want_synced.max(end);
+            i.syncs_seen = true;
             end
         };
         self.flusher_wake.notify_all();
@@ -470,6 +478,7 @@ impl Log {
             i.next_offset
         };
         self.flusher_wake.notify_all();
+        self.spare_waited.notify_all();
         self.changed
             .wait_for(|| {
                 let mut i = self.inner.borrow_mut();

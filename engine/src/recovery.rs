@@ -173,6 +173,7 @@ fn new_log(meta: &LogMeta, dir: PathBuf, sealed: Vec<SealedSegment>, active: Act
             foreign: Default::default(),
             spare_error: None,
             roll_requested: false,
+            syncs_seen: false,
             failed: None,
             failed_kind: None,
             closing: false,
@@ -180,6 +181,7 @@ fn new_log(meta: &LogMeta, dir: PathBuf, sealed: Vec<SealedSegment>, active: Act
         }),
         changed: Event::default(),
         flusher_wake: Event::default(),
+        spare_waited: Event::default(),
     }
 }
 

@@ -65,6 +65,9 @@ pub struct ShardCore {
     /// so writes no append waits for are handed to them (`flusher::perform`).
     pub io_workers_elsewhere: bool,
     read_tick: Cell<u64>,
+    /// One DMA buffer of zeros, shared by every zero-filling spare of the shard
+    /// (`flusher::zero_fill`), taken from the pool on first use.
+    pub zeros: OnceCell<Rc<glommio::io::DmaBuffer>>,
     /// The bridge link, if `Config::tier2` is set.
     pub link: OnceCell<Rc<Link>>,
     link_task: RefCell<Option<glommio::Task<()>>>,
@@ -111,6 +114,7 @@ impl ShardCore {
             compressor,
             io_workers_elsewhere,
             read_tick: Cell::new(0),
+            zeros: OnceCell::new(),
             link: OnceCell::new(),
             link_task: RefCell::new(None),
         }
@@ -396,6 +400,7 @@ impl ShardCore {
             l.inner.borrow_mut().closing = true;
             l.flusher_wake.notify_all();
             l.changed.notify_all();
+            l.spare_waited.notify_all();
         }
         self.budget_freed.notify_all();
         self.tiering_wake.notify_all();
@@ -547,6 +552,11 @@ pub struct ShardStats {
     /// writes to new blocks (see `tiering::retire_raw`).
     pub segments_recycled: u64,
     pub spares_reused: u64,
+    /// Bytes of zeros written through new spares before they became segments
+    /// (`Config::zero_fill_spares_bytes_per_sec`), and the spares zeroed whole; the others
+    /// were wanted by a roll first and went into use as far as they were zeroed.
+    pub spare_zeroed_bytes: u64,
+    pub spares_zeroed: u64,
     pub manifest_records: u64,
     pub manifest_compactions: u64,
     /// Deleted segments whose Tier2 copy the bridge still has to delete.
