@@ -193,7 +193,8 @@ pub struct Config {
     /// Synced 4 KiB batched appends at a retention limit, see the README). Default `true`;
     /// `false` frees their space at once.
     pub recycle_segments: bool,
-    /// Write zeros through a new spare segment file, at most this fast, before it becomes the
+    /// Write zeros through a new spare segment file, at most this fast (per shard, whatever the
+    /// number of logs zeroing), before it becomes the
     /// next segment, in logs that take `Synced` appends (or `sync` calls). An fdatasync
     /// after writes into preallocated (unwritten) blocks must also make their conversion to
     /// written blocks durable; over zeroed blocks it only flushes the data. Measured here,

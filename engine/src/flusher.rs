@@ -791,7 +791,7 @@ async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
 const ZERO_STEP: u64 = 64 << 10;
 
 /// Writes zeros through a new, preallocated spare from its start, at most `rate` bytes a
-/// second, so that the segment it becomes is written over written blocks: an fdatasync then
+/// second for the whole shard, so that the segment it becomes is written over written blocks: an fdatasync then
 /// has no unwritten-extent conversions to make durable (`Config::zero_fill_spares_bytes_per_sec`).
 /// Stops as soon as a roll wants the spare, or the log closes or fails; the spare is not
 /// published before this returns, so no zero can land on a block a record was written to.
@@ -811,11 +811,29 @@ async fn zero_fill(log: &Log, core: &ShardCore, path: &std::path::Path, f: &DmaF
         let i = log.inner.borrow();
         i.spare_wanted || i.closing || i.failed.is_some()
     };
-    let start = Instant::now();
     let mut pos = 0;
     while pos < size && !stop() {
         // Segment sizes are whole blocks, so a last, shorter step is too.
         let len = ZERO_STEP.min(size - pos);
+        // The pace is the shard's, shared by all its logs: many Synced logs making spares at
+        // once (all of them at start-up, say) must not multiply it. Each step takes the next
+        // slot of the shard's schedule and waits for it.
+        let now = Instant::now();
+        let slot = core.zero_fill_next.get().max(now);
+        core.zero_fill_next
+            .set(slot + Duration::from_secs_f64(len as f64 / rate as f64));
+        while !stop() {
+            let Some(left) = slot.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                break;
+            };
+            future::or(log.spare_waited.next(), async {
+                Timer::new(left).await;
+            })
+            .await;
+        }
+        if stop() {
+            break;
+        }
         let buf = if len == ZERO_STEP {
             zeros.clone()
         } else {
@@ -841,16 +859,6 @@ async fn zero_fill(log: &Log, core: &ShardCore, path: &std::path::Path, f: &DmaF
         }
         pos += len;
         core.stats.borrow_mut().spare_zeroed_bytes += len;
-        let due = start + Duration::from_secs_f64(pos as f64 / rate as f64);
-        while !stop() {
-            let Some(left) = due.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-                break;
-            };
-            future::or(log.spare_waited.next(), async {
-                Timer::new(left).await;
-            })
-            .await;
-        }
     }
     if pos == size {
         f.fdatasync()

@@ -68,6 +68,8 @@ pub struct ShardCore {
     /// One DMA buffer of zeros, shared by every zero-filling spare of the shard
     /// (`flusher::zero_fill`), taken from the pool on first use.
     pub zeros: OnceCell<Rc<glommio::io::DmaBuffer>>,
+    /// When the shard's next zero-fill step may start (`flusher::zero_fill`'s pace).
+    pub zero_fill_next: Cell<std::time::Instant>,
     /// The bridge link, if `Config::tier2` is set.
     pub link: OnceCell<Rc<Link>>,
     link_task: RefCell<Option<glommio::Task<()>>>,
@@ -115,6 +117,7 @@ impl ShardCore {
             io_workers_elsewhere,
             read_tick: Cell::new(0),
             zeros: OnceCell::new(),
+            zero_fill_next: Cell::new(std::time::Instant::now()),
             link: OnceCell::new(),
             link_task: RefCell::new(None),
         }

@@ -1361,3 +1361,46 @@ fn zero_filling_stops_when_a_roll_wants_the_spare_and_skips_memory_logs() {
     assert_log(&h, "m", &expect);
     e.close().unwrap();
 }
+
+/// The zero-filling pace is the shard's, not each log's: four Synced logs on one shard making
+/// spares at the same time zero at most the one pace between them. (A bound on work done in
+/// the time taken, so a slow host can only make it easier to meet.)
+#[test]
+fn the_zero_filling_pace_is_shared_by_the_logs_of_a_shard() {
+    let dir = tempdir("reg-zero-fill-shared-pace");
+    let mut c = raw_config(&dir, 1);
+    let pace: u64 = 2 << 20;
+    c.zero_fill_spares_bytes_per_sec = Some(pace);
+    let e = start(c);
+    let h = e.handle();
+    let names = ["a", "b", "c", "d"];
+    for n in names {
+        h.create_log(n).wait_timeout(T).unwrap();
+    }
+    let started = std::time::Instant::now();
+    // Each log rolls into a spare every 32 appends: with per-log pacing four spares would
+    // zero at once, at four times the pace.
+    let mut expect: Vec<Vec<Vec<u8>>> = vec![Vec::new(); names.len()];
+    for i in 0..200u64 {
+        for (l, n) in names.iter().enumerate() {
+            let p = payload(l, i, 8000);
+            h.append(n, p.clone(), Durability::Synced).wait_timeout(T).unwrap();
+            expect[l].push(p);
+        }
+    }
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(st.segments_sealed >= 8, "too few rolls to judge: {st:?}");
+    assert!(st.spare_zeroed_bytes > 0, "nothing was zero-filled: {st:?}");
+    // One step may start at once on an idle shard; every later one waits for its slot.
+    let bound = pace as f64 * elapsed + (64 << 10) as f64;
+    assert!(
+        (st.spare_zeroed_bytes as f64) <= bound,
+        "{} bytes zeroed in {elapsed:.2} s: over the shard's pace of {pace} B/s ({bound:.0}): {st:?}",
+        st.spare_zeroed_bytes
+    );
+    for (l, n) in names.iter().enumerate() {
+        assert_log(&h, n, &expect[l]);
+    }
+    e.close().unwrap();
+}
