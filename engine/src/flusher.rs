@@ -110,6 +110,11 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
         if can_make_spare {
             return Action::MakeSpare;
         }
+        if i.spare_in_progress && !i.spare_wanted {
+            // A spare being zero-filled goes into use now rather than when it is done.
+            i.spare_wanted = true;
+            log.spare_waited.notify_all();
+        }
     }
     let idle = !unflushed
         && i.active.inflight.is_empty()

@@ -1404,3 +1404,41 @@ fn the_zero_filling_pace_is_shared_by_the_logs_of_a_shard() {
     }
     e.close().unwrap();
 }
+
+/// A roll by age (`segment_max_age`) does not wait for a spare's zero-filling to finish: it
+/// takes the spare as far as it got. At 1 MiB/s a 256 KiB spare takes 250 ms to zero; the
+/// segments here are due every 40 ms, and their spares start after ~3 appends (an eighth of
+/// the segment), so each spare is zero-filled in part and none whole.
+#[test]
+fn a_roll_by_age_takes_a_spare_that_is_still_being_zero_filled() {
+    let dir = tempdir("reg-zero-fill-age");
+    let cfg = || {
+        let mut c = raw_config(&dir, 1);
+        c.zero_fill_spares_bytes_per_sec = Some(1 << 20);
+        c.segment_max_age = Some(Duration::from_millis(40));
+        c
+    };
+    let e = start(cfg());
+    let h = e.handle();
+    h.create_log("t").wait_timeout(T).unwrap();
+    let mut expect = Vec::new();
+    for i in 0..60u64 {
+        let p = payload(8, i, 12_000);
+        h.append("t", p.clone(), Durability::Synced).wait_timeout(T).unwrap();
+        expect.push(p);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    assert!(st.segments_sealed >= 3, "too few rolls by age to judge: {st:?}");
+    assert!(st.spare_zeroed_bytes > 0, "no spare was zero-filled at all: {st:?}");
+    assert_eq!(
+        st.spares_zeroed, 0,
+        "a roll by age waited for a whole zero-fill: {st:?}"
+    );
+    assert_log(&h, "t", &expect);
+    e.close().unwrap();
+    let e = start(cfg());
+    assert_clean_recovery(&e);
+    assert_log(&e.handle(), "t", &expect);
+    e.close().unwrap();
+}
