@@ -63,7 +63,7 @@ pub enum IoWorkerCpus {
 /// On the shard, compression runs in 16 KiB steps of ~28 µs between which appends run, and at
 /// the default pace it keeps the core ~11 % busy: a `Memory` producer at half load then has a
 /// p99 of tens of µs. On a thread of its own on a CPU no shard uses, the shard only hands
-/// frames over. Measured on this 2-core VM, one shard, the README has the figures.
+/// frames over. Measured on this 2-core VM, one shard; `docs/perf-history.md` has the figures.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum CompressionCpus {
     /// On the shard's own executor, in steps.
@@ -190,7 +190,7 @@ pub struct Config {
     /// them: writes over blocks the file already used are faster than first writes to new
     /// ones (on the VM measured here, where freed blocks are discarded, most likely because
     /// the host allocates them again; see `tiering::retire_raw`; measured:
-    /// Synced 4 KiB batched appends at a retention limit, see the README). Default `true`;
+    /// Synced 4 KiB batched appends at a retention limit, see `docs/perf-history.md`). Default `true`;
     /// `false` frees their space at once.
     pub recycle_segments: bool,
     /// Write zeros through a new spare segment file, at most this fast (per shard, whatever the
