@@ -149,6 +149,10 @@ struct WorkloadArgs {
     /// (`Config::recycle_segments = false`).
     #[arg(long)]
     no_recycle: bool,
+    /// Do not zero-fill new spare segments of Synced logs before use
+    /// (`Config::zero_fill_spares_bytes_per_sec = None`; default 64 MiB/s per shard).
+    #[arg(long)]
+    no_zero_fill: bool,
     /// Compress sealed segments on the shard itself (`Config::compression_cpus = Shard`)
     /// instead of on a thread on a spare CPU (the default, where there is one)
     #[arg(long)]
@@ -262,6 +266,7 @@ impl WorkloadArgs {
             segment_mib: self.segment_mib,
             retention_mib: self.retention_mib,
             no_recycle: self.no_recycle,
+            no_zero_fill: self.no_zero_fill,
             compress_on_shard: self.compress_on_shard,
             backlog_compressed: false,
             tier2: false,
@@ -539,6 +544,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             segment_mib: None,
             retention_mib: None,
             no_recycle: false,
+            no_zero_fill: false,
             compress_on_shard: false,
         }
         .spec(label)

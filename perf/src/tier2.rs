@@ -211,6 +211,7 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         segment_mib: None,
         retention_mib: None,
         no_recycle: false,
+        no_zero_fill: false,
         compress_on_shard: false,
     };
     eprintln!("[2/{steps}] appends, bridge idle");

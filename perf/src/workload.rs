@@ -135,6 +135,9 @@ pub struct Spec {
     /// `Config::recycle_segments = false`.
     #[serde(default)]
     pub no_recycle: bool,
+    /// `Config::zero_fill_spares_bytes_per_sec = None`.
+    #[serde(default)]
+    pub no_zero_fill: bool,
     /// `Config::compression_cpus = Shard`.
     #[serde(default)]
     pub compress_on_shard: bool,
@@ -256,6 +259,9 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
         c.segment_size_bytes = mib << 20;
     }
     c.recycle_segments = !spec.no_recycle;
+    if spec.no_zero_fill {
+        c.zero_fill_spares_bytes_per_sec = None;
+    }
     if spec.compress_on_shard {
         c.compression_cpus = aof_engine::CompressionCpus::Shard;
     }
