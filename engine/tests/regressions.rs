@@ -1303,13 +1303,15 @@ fn spares_of_a_synced_log_are_zero_filled_before_use() {
 
 /// Zero-filling never holds up a roll: a writer that fills segments faster than the pace
 /// zeroes them takes each spare as far as it got, and no spare is ever zeroed whole (at 1
-/// MiB/s a 256 KiB spare takes 250 ms; the writer below fills a segment in a few ms). A log
-/// that only takes Memory appends gets no zero-filling at all.
+/// MiB/s a 1 MiB spare takes a second; the writer below fills a segment in tens of ms, so
+/// only a host stall of most of a second could let one finish). A log that only takes Memory
+/// appends gets no zero-filling at all.
 #[test]
 fn zero_filling_stops_when_a_roll_wants_the_spare_and_skips_memory_logs() {
     let dir = tempdir("reg-zero-fill-abort");
     let cfg = |pace: u64| {
         let mut c = raw_config(&dir, 1);
+        c.segment_size_bytes = 1 << 20;
         c.zero_fill_spares_bytes_per_sec = Some(pace);
         c
     };
@@ -1320,7 +1322,7 @@ fn zero_filling_stops_when_a_roll_wants_the_spare_and_skips_memory_logs() {
         .spawn_on(0, |s| async move {
             let log = s.log("f")?;
             let mut acked = Vec::new();
-            for b in 0..64u64 {
+            for b in 0..256u64 {
                 let recs: Vec<Vec<u8>> = (0..16).map(|k| payload(6, b * 16 + k, 1500)).collect();
                 let new: Vec<NewRecord<'_>> = recs.iter().map(|r| NewRecord::new(r)).collect();
                 let r = log.append_batch(&new, Durability::Synced).await?;
@@ -1330,12 +1332,12 @@ fn zero_filling_stops_when_a_roll_wants_the_spare_and_skips_memory_logs() {
         })
         .wait_timeout(T)
         .unwrap();
-    assert_eq!(batches.last().map(|r| r.end), Some(64 * 16));
+    assert_eq!(batches.last().map(|r| r.end), Some(256 * 16));
     let st = e.handle().stats(0).wait_timeout(T).unwrap();
     assert!(st.segments_sealed >= 4, "too few rolls to judge: {st:?}");
     assert!(st.spare_zeroed_bytes > 0, "no spare was zero-filled at all: {st:?}");
     assert_eq!(st.spares_zeroed, 0, "a roll waited for a whole zero-fill: {st:?}");
-    let expect: Vec<Vec<u8>> = (0..64 * 16).map(|i| payload(6, i, 1500)).collect();
+    let expect: Vec<Vec<u8>> = (0..256 * 16).map(|i| payload(6, i, 1500)).collect();
     assert_log(&e.handle(), "f", &expect);
     e.close().unwrap();
     let e = start(cfg(1 << 20));
