@@ -796,12 +796,13 @@ async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
 const ZERO_STEP: u64 = 64 << 10;
 
 /// Writes zeros through a new, preallocated spare from its start, at most `rate` bytes a
-/// second for the whole shard, so that the segment it becomes is written over written blocks: an fdatasync then
-/// has no unwritten-extent conversions to make durable (`Config::zero_fill_spares_bytes_per_sec`).
-/// Stops as soon as a roll wants the spare, or the log closes or fails; the spare is not
-/// published before this returns, so no zero can land on a block a record was written to.
-/// A file zeroed whole is fdatasync'ed, so its conversions are durable before any record
-/// needs a sync. Returns the bytes zeroed from the start of the file.
+/// second for the whole shard, so that the segment it becomes is written over written
+/// blocks: an fdatasync then has no unwritten-extent conversions to make durable
+/// (`Config::zero_fill_spares_bytes_per_sec`). Stops as soon as a roll wants the spare, or the
+/// log closes or fails; the spare is not published before this returns, so no zero can land
+/// on a block a record was written to. A file zeroed whole is fdatasync'ed, so its
+/// conversions are durable before any record needs a sync. Returns the bytes zeroed from the
+/// start of the file.
 async fn zero_fill(log: &Log, core: &ShardCore, path: &std::path::Path, f: &DmaFile, rate: u64) -> Result<u64> {
     let size = core.config.segment_size_bytes;
     let zeros = core
