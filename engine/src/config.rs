@@ -204,8 +204,12 @@ pub struct Config {
     /// 58-73k with. Zeroing stops, and the spare is taken as far as it got, once a roll wants
     /// it; paced, so a fast writer hardly notices it (a segment written at 1.5 GB/s is
     /// replaced after ~40 ms, of which the default pace zeroes ~2.5 MiB). Costs one write of
-    /// every segment's bytes for a log that grows slowly enough to be zeroed ahead. Default
-    /// 64 MiB/s; `None` turns it off. Only with `preallocate`.
+    /// every segment's bytes for a log that grows slowly enough to be zeroed ahead. The
+    /// segment a log is created with, or restarts in, is in new blocks: such a log makes its
+    /// spare at once and, once it is zeroed whole, rolls onto it if the segment is not yet
+    /// half full (`ShardStats::early_rolls`; a new 64 MiB-segment log at depth 1 then leaves
+    /// its first segment after ~1 s: 4,981-5,509 against 3,767-4,272 rec/s over its first
+    /// 4 s). Default 64 MiB/s; `None` turns it off. Only with `preallocate`.
     pub zero_fill_spares_bytes_per_sec: Option<u64>,
     /// Capacity of each shard's cross-thread request queue. Default 4096.
     pub inbox_capacity: usize,

@@ -52,7 +52,11 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     // a steady stream of flushes it would otherwise never get its turn. It starts an eighth of
     // the way into the segment so a fast writer never catches up with it.
     let can_make_spare = i.spare.is_none() && i.spare_error.is_none() && !i.spare_in_progress && !closing;
-    let early = i.active.end_pos >= i.active.segment_size_bytes / 8;
+    // A fresh active segment of a log that syncs gets its spare at once: zero-filled, it is
+    // rolled onto early (`make_spare`).
+    let zero_fill = core.config.zero_fill_spares_bytes_per_sec.is_some() && core.config.preallocate;
+    let early =
+        i.active.end_pos >= i.active.segment_size_bytes / 8 || zero_fill && i.syncs_seen && i.active.fresh_blocks;
     if can_make_spare && (i.spare_wanted || early) {
         return Action::MakeSpare;
     }
@@ -742,11 +746,14 @@ pub fn spare_path(log: &Log, core: &ShardCore) -> PathBuf {
 /// an earlier segment.
 async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
     let result = match reuse_kept(&log, &core).await {
-        Some((path, file)) => Ok(Spare {
-            path,
-            file,
-            fresh: false,
-        }),
+        Some((path, file)) => Ok((
+            Spare {
+                path,
+                file,
+                fresh: false,
+            },
+            false,
+        )),
         None => match new_spare(&log, &core).await {
             Ok((path, file)) => {
                 let cfg = &core.config;
@@ -756,13 +763,16 @@ async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
                     _ => Ok(0),
                 };
                 match zeroed {
-                    Ok(zeroed) => Ok(Spare {
-                        path,
-                        file,
-                        // Without preallocation every write extends the file: no unwritten
-                        // extents; zero-filled whole, none left.
-                        fresh: cfg.preallocate && zeroed < cfg.segment_size_bytes,
-                    }),
+                    Ok(zeroed) => Ok((
+                        Spare {
+                            path,
+                            file,
+                            // Without preallocation every write extends the file: no
+                            // unwritten extents; zero-filled whole, none left.
+                            fresh: cfg.preallocate && zeroed < cfg.segment_size_bytes,
+                        },
+                        zeroed == cfg.segment_size_bytes,
+                    )),
                     Err(e) => {
                         let _ = file.close_rc().await;
                         let _ = fsops::remove(&path).await;
@@ -777,7 +787,23 @@ async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
     i.spare_wanted = false;
     i.spare_in_progress = false;
     match result {
-        Ok(spare) => i.spare = Some(spare),
+        Ok((spare, zeroed_whole)) => {
+            i.spare = Some(spare);
+            // The segment a log is created with (or restarts in) is in new blocks, and a
+            // slow Synced log could spend minutes in it. Once a spare is zeroed whole, a fresh
+            // active segment with most of it still to fill is rolled at once: every sync
+            // after that runs over written blocks.
+            let a = &i.active;
+            if zeroed_whole
+                && a.fresh_blocks
+                && a.record_count() > 0
+                && a.end_pos <= a.segment_size_bytes / 2
+                && !i.roll_requested
+            {
+                i.roll_requested = true;
+                core.stats.borrow_mut().early_rolls += 1;
+            }
+        }
         Err(e) => {
             tracing::warn!(log = %log.name, error = %e, "cannot create the next segment");
             i.spare_error = Some(e);

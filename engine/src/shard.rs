@@ -560,6 +560,9 @@ pub struct ShardStats {
     /// were wanted by a roll first and went into use as far as they were zeroed.
     pub spare_zeroed_bytes: u64,
     pub spares_zeroed: u64,
+    /// Rolls onto a spare zeroed whole before the fresh active segment was half full
+    /// (`flusher::make_spare`): a new or restarted Synced log leaves its new blocks early.
+    pub early_rolls: u64,
     pub manifest_records: u64,
     pub manifest_compactions: u64,
     /// Deleted segments whose Tier2 copy the bridge still has to delete.

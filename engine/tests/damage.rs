@@ -12,10 +12,20 @@ fn size(i: u64) -> usize {
     1 + (i as usize * 37) % 211
 }
 
+/// `raw_config` without zero-filled spares: these tests build, and then damage, states inside
+/// a log's first segment file, in new blocks (so partly written blocks are rewritten alone),
+/// and a new Synced log would otherwise roll early onto its first zero-filled spare
+/// (`ShardStats::early_rolls`).
+fn one_segment_config(dir: &Path) -> aof_engine::Config {
+    let mut c = raw_config(dir, 1);
+    c.zero_fill_spares_bytes_per_sec = None;
+    c
+}
+
 /// Writes `n` records of odd sizes to log "t" on one shard and closes. Returns the segment
 /// file, its bytes, and the start position of each frame (plus the end).
 fn prepare(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<u64>) {
-    let e = open(raw_config(dir, 1));
+    let e = open(one_segment_config(dir));
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     for i in 0..n {
@@ -37,7 +47,7 @@ fn prepare(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<u64>) {
 
 /// Reopens and checks that exactly `expect` records survive, intact, and that appends work.
 fn check(dir: &Path, expect: u64, what: &str) {
-    let e = open(raw_config(dir, 1));
+    let e = open(one_segment_config(dir));
     let h = e.handle();
     let (_, next, _) = h.offsets("t").wait().unwrap();
     assert_eq!(next, expect, "{what}: wrong number of records recovered");
@@ -134,7 +144,7 @@ fn zeroed_tail_is_cut_off() {
 #[test]
 fn torn_batch_vanishes_whole() {
     let dir = tempdir("batch");
-    let e = open(raw_config(&dir, 1));
+    let e = open(one_segment_config(&dir));
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     for i in 0..5 {
@@ -163,7 +173,7 @@ fn torn_batch_vanishes_whole() {
 
 /// Writes records until at least three segments are sealed.
 fn prepare_sealed(dir: &Path) -> (u64, Vec<PathBuf>) {
-    let e = open(raw_config(dir, 1));
+    let e = open(one_segment_config(dir));
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     let mut i = 0u64;
@@ -203,7 +213,7 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
     d[(p + 40 + 100) as usize] ^= 0x04;
     std::fs::write(first, &d).unwrap();
     {
-        let e = open(raw_config(&dir, 1));
+        let e = open(one_segment_config(&dir));
         // Sealed segments open from their trailer and index alone: only the unsealed tail is
         // scanned, which is why the damaged payload is still found (and refused) at read time.
         assert_eq!(e.recovery_reports()[0].scanned, 1, "{:?}", e.recovery_reports()[0]);
@@ -235,7 +245,7 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
     d[len - 50] ^= 0xff;
     std::fs::write(first, &d).unwrap();
     {
-        let e = open(raw_config(&dir, 1));
+        let e = open(one_segment_config(&dir));
         assert!(e.recovery_reports()[0].scanned >= 1);
         let all = e.handle().read_from("t", 0, usize::MAX, usize::MAX).wait().unwrap();
         assert_eq!(all.len() as u64, n);
@@ -252,7 +262,7 @@ fn damage_in_sealed_segments_is_reported_never_returned() {
     d[(p + 10) as usize] ^= 0x01;
     std::fs::write(first, &d).unwrap();
     {
-        let e = open(raw_config(&dir, 1));
+        let e = open(one_segment_config(&dir));
         let rep = &e.recovery_reports()[0];
         assert_eq!(rep.lost_ranges, vec![(victim, next_base)], "{rep:?}");
         let h = e.handle();
@@ -286,7 +296,7 @@ fn damaged_log_meta_is_reported_with_its_path() {
     let mut b = std::fs::read(&meta).unwrap();
     b[20] ^= 0x40;
     std::fs::write(&meta, &b).unwrap();
-    match aof_engine::Engine::open(raw_config(&dir, 1)) {
+    match aof_engine::Engine::open(one_segment_config(&dir)) {
         Err(Error::Corruption { path, .. }) => assert_eq!(path, meta),
         Err(e) => panic!("expected Corruption naming log.meta, got {e}"),
         Ok(_) => panic!("opened with a damaged log.meta"),
@@ -317,7 +327,7 @@ fn a_gap_before_the_last_segment_is_reported_once_and_only_if_it_stays() {
     //    not expect, so it holds no records, and the 10 offsets in front of it are lost.
     let bytes = std::fs::read(&last).unwrap();
     std::fs::rename(&last, renamed(&last, base + 10)).unwrap();
-    let e = open(raw_config(&dir, 1));
+    let e = open(one_segment_config(&dir));
     let r = &e.recovery_reports()[0];
     assert_eq!(r.lost_ranges, vec![(base, base + 10)], "{r:?}");
     assert_eq!(r.next_offset, base + 10, "{r:?}");
@@ -332,7 +342,7 @@ fn a_gap_before_the_last_segment_is_reported_once_and_only_if_it_stays() {
         }
     }
     std::fs::write(renamed(&last, base + 10), vec![0u8; bytes.len()]).unwrap();
-    let e = open(raw_config(&dir, 1));
+    let e = open(one_segment_config(&dir));
     let r = &e.recovery_reports()[0];
     assert!(r.lost_ranges.is_empty(), "nothing is lost: {r:?}");
     assert_eq!(r.next_offset, base, "{r:?}");
@@ -360,7 +370,7 @@ fn a_roll_cut_short_after_the_rename_loses_nothing() {
         d[pos[k as usize] as usize..].fill(0);
         std::fs::write(&seg, &d).unwrap();
         std::fs::write(renamed(&seg, n), vec![0u8; next_len]).unwrap();
-        let e = open(raw_config(&dir, 1));
+        let e = open(one_segment_config(&dir));
         let r = &e.recovery_reports()[0];
         assert!(r.lost_ranges.is_empty(), "torn at record {k}: nothing is lost: {r:?}");
         assert_eq!(r.next_offset, k, "{r:?}");
@@ -382,7 +392,7 @@ fn a_roll_cut_short_after_the_rename_loses_nothing() {
 #[test]
 fn reused_segment_files_never_return_an_earlier_lifes_records() {
     let dir = tempdir("reuse");
-    let mut c = raw_config(&dir, 1);
+    let mut c = one_segment_config(&dir);
     c.retention = aof_engine::Retention {
         max_age: None,
         max_bytes: Some(600 << 10),
@@ -499,7 +509,7 @@ fn reused_segment_files_never_return_an_earlier_lifes_records() {
 #[test]
 fn a_lost_rewrite_of_a_partial_block_keeps_exactly_the_records_before_it() {
     let dir = tempdir("split-rewrite");
-    let e = open(raw_config(&dir, 1));
+    let e = open(one_segment_config(&dir));
     let h = e.handle();
     h.create_log("t").wait().unwrap();
     let mut pos = vec![4096u64];

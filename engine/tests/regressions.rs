@@ -1357,9 +1357,18 @@ fn zero_filling_stops_when_a_roll_wants_the_spare_and_skips_memory_logs() {
         h.append("m", p.clone(), Durability::Memory).wait_timeout(T).unwrap();
         expect.push(p);
     }
-    let st = h.stats(0).wait_timeout(T).unwrap();
-    assert!(st.segments_sealed >= 3, "too few rolls to judge: {st:?}");
+    // Rolled segments are sealed once their Memory data is written: wait for three.
+    let deadline = std::time::Instant::now() + T;
+    let st = loop {
+        let st = h.stats(0).wait_timeout(T).unwrap();
+        if st.segments_sealed >= 3 {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "too few rolls to judge: {st:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(st.spare_zeroed_bytes, 0, "a Memory-only log was zero-filled: {st:?}");
+    assert_eq!(st.early_rolls, 0, "a Memory-only log was rolled early: {st:?}");
     assert_log(&h, "m", &expect);
     e.close().unwrap();
 }
@@ -1442,5 +1451,81 @@ fn a_roll_by_age_takes_a_spare_that_is_still_being_zero_filled() {
     let e = start(cfg());
     assert_clean_recovery(&e);
     assert_log(&e.handle(), "t", &expect);
+    e.close().unwrap();
+}
+
+/// A new Synced log leaves the new blocks of the segment it was created with as soon as a
+/// spare is zero-filled whole: that segment is rolled early (`ShardStats::early_rolls`), and
+/// a restarted one too, since the segment it recovers into is treated as new blocks. The
+/// segments after that are not rolled early. Every record survives, in order.
+#[test]
+fn a_new_synced_log_rolls_early_onto_a_zero_filled_spare() {
+    let dir = tempdir("reg-early-roll");
+    let cfg = || {
+        let mut c = raw_config(&dir, 1);
+        c.segment_size_bytes = 1 << 20;
+        c.zero_fill_spares_bytes_per_sec = Some(256 << 20);
+        c
+    };
+    let e = start(cfg());
+    let h = e.handle();
+    h.create_log("n").wait_timeout(T).unwrap();
+    let mut expect = Vec::new();
+    let append = |h: &Handle, expect: &mut Vec<Vec<u8>>, n: u64| {
+        for _ in 0..n {
+            let i = expect.len() as u64;
+            let p = payload(9, i, 1000);
+            h.append("n", p.clone(), Durability::Synced).wait_timeout(T).unwrap();
+            expect.push(p);
+        }
+    };
+    // The spare starts with the first Synced append and is zeroed in a few ms; the first
+    // segment is rolled long before it is half full (512 appends of ~1 KiB).
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        append(&h, &mut expect, 10);
+        let st = h.stats(0).wait_timeout(T).unwrap();
+        if st.early_rolls > 0 && st.segments_sealed >= 1 {
+            break;
+        }
+        assert!(
+            expect.len() < 400,
+            "no early roll within {} appends: {st:?}",
+            expect.len()
+        );
+        assert!(std::time::Instant::now() < deadline, "no early roll in time: {st:?}");
+    }
+    // ~2.5 more segments: each rolls when full, none early.
+    append(&h, &mut expect, 2500);
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    assert_eq!(st.early_rolls, 1, "a segment past the first was rolled early: {st:?}");
+    assert!(st.segments_sealed >= 3, "{st:?}");
+    assert_log(&h, "n", &expect);
+    e.close().unwrap();
+
+    let e = start(cfg());
+    assert_clean_recovery(&e);
+    let h = e.handle();
+    assert_log(&h, "n", &expect);
+    let deadline = std::time::Instant::now() + T;
+    while h.stats(0).wait_timeout(T).unwrap().early_rolls == 0 {
+        assert!(std::time::Instant::now() < deadline, "no early roll after the restart");
+        append(&h, &mut expect, 10);
+    }
+    assert_log(&h, "n", &expect);
+    e.close().unwrap();
+
+    // Without zero-filling nothing is rolled early.
+    let dir = tempdir("reg-early-roll-off");
+    let mut c = raw_config(&dir, 1);
+    c.segment_size_bytes = 1 << 20;
+    c.zero_fill_spares_bytes_per_sec = None;
+    let e = start(c);
+    let h = e.handle();
+    h.create_log("n").wait_timeout(T).unwrap();
+    let mut expect = Vec::new();
+    append(&h, &mut expect, 300);
+    let st = h.stats(0).wait_timeout(T).unwrap();
+    assert_eq!((st.early_rolls, st.segments_sealed), (0, 0), "{st:?}");
     e.close().unwrap();
 }
