@@ -339,6 +339,12 @@ impl Config {
         self.flush_threshold_bytes.next_power_of_two() * self.flush_writes_in_flight as u64
     }
 
+    /// The zero-filling pace of new spares, if they are zero-filled at all: only preallocated
+    /// files have unwritten blocks to fill (`zero_fill_spares_bytes_per_sec`).
+    pub fn zero_fill_pace(&self) -> Option<u64> {
+        self.zero_fill_spares_bytes_per_sec.filter(|_| self.preallocate)
+    }
+
     /// The shard count after resolving `0` to the number of available cores.
     pub fn effective_shards(&self) -> usize {
         if self.shards == 0 {

@@ -54,7 +54,7 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     let can_make_spare = i.spare.is_none() && i.spare_error.is_none() && !i.spare_in_progress && !closing;
     // A fresh active segment of a log that syncs gets its spare at once: zero-filled, it is
     // rolled onto early (`make_spare`).
-    let zero_fill = core.config.zero_fill_spares_bytes_per_sec.is_some() && core.config.preallocate;
+    let zero_fill = core.config.zero_fill_pace().is_some();
     let early =
         i.active.end_pos >= i.active.segment_size_bytes / 8 || zero_fill && i.syncs_seen && i.active.fresh_blocks;
     if can_make_spare && (i.spare_wanted || early) {
@@ -721,9 +721,7 @@ async fn write_seal(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
 /// a segment never written until its first write lands; preallocated again to the segment
 /// size (sealing cut it to its data); and both made durable before it can be renamed.
 async fn reuse_spare(path: &std::path::Path, f: &DmaFile, size: u64, prealloc: bool) -> Result<()> {
-    let mut zero = f.alloc_dma_buffer(BLOCK_SIZE as usize);
-    zero.as_bytes_mut().fill(0);
-    f.write_at(zero, 0)
+    f.write_at(zeroed_buffer(f, BLOCK_SIZE as usize), 0)
         .await
         .map_err(|e| Error::glommio("zero reused segment header", path, e))?;
     if prealloc {
@@ -734,6 +732,13 @@ async fn reuse_spare(path: &std::path::Path, f: &DmaFile, size: u64, prealloc: b
     f.fdatasync()
         .await
         .map_err(|e| Error::glommio("fdatasync reused segment", path, e))
+}
+
+/// A DMA buffer of `len` zero bytes.
+fn zeroed_buffer(f: &DmaFile, len: usize) -> DmaBuffer {
+    let mut b = f.alloc_dma_buffer(len);
+    b.as_bytes_mut().fill(0);
+    b
 }
 
 /// A new name for a spare file of `log` (`spare-<unix ns>-<per-shard serial>.tmp`).
@@ -754,34 +759,7 @@ async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
             },
             false,
         )),
-        None => match new_spare(&log, &core).await {
-            Ok((path, file)) => {
-                let cfg = &core.config;
-                let pace = cfg.zero_fill_spares_bytes_per_sec.filter(|_| cfg.preallocate);
-                let zeroed = match pace {
-                    Some(rate) if log.inner.borrow().syncs_seen => zero_fill(&log, &core, &path, &file, rate).await,
-                    _ => Ok(0),
-                };
-                match zeroed {
-                    Ok(zeroed) => Ok((
-                        Spare {
-                            path,
-                            file,
-                            // Without preallocation every write extends the file: no
-                            // unwritten extents; zero-filled whole, none left.
-                            fresh: cfg.preallocate && zeroed < cfg.segment_size_bytes,
-                        },
-                        zeroed == cfg.segment_size_bytes,
-                    )),
-                    Err(e) => {
-                        let _ = file.close_rc().await;
-                        let _ = fsops::remove(&path).await;
-                        Err(e)
-                    }
-                }
-            }
-            Err(e) => Err(e),
-        },
+        None => new_zero_filled_spare(&log, &core).await,
     };
     let mut i = log.inner.borrow_mut();
     i.spare_wanted = false;
@@ -814,6 +792,34 @@ async fn make_spare(log: Rc<Log>, core: Rc<ShardCore>) {
     log.flusher_wake.notify_all();
 }
 
+/// A new spare, zero-filled first in a log that syncs (`zero_fill`), and whether it was
+/// zeroed whole. A file that cannot be zeroed is removed.
+async fn new_zero_filled_spare(log: &Log, core: &ShardCore) -> Result<(Spare, bool)> {
+    let (path, file) = new_spare(log, core).await?;
+    let cfg = &core.config;
+    let zeroed = match cfg.zero_fill_pace() {
+        Some(rate) if log.inner.borrow().syncs_seen => zero_fill(log, core, &path, &file, rate).await,
+        _ => Ok(0),
+    };
+    match zeroed {
+        Ok(zeroed) => Ok((
+            Spare {
+                path,
+                file,
+                // Without preallocation every write extends the file: no unwritten extents;
+                // zero-filled whole, none left.
+                fresh: cfg.preallocate && zeroed < cfg.segment_size_bytes,
+            },
+            zeroed == cfg.segment_size_bytes,
+        )),
+        Err(e) => {
+            let _ = file.close_rc().await;
+            let _ = fsops::remove(&path).await;
+            Err(e)
+        }
+    }
+}
+
 /// Bytes per write of zeros into a spare. A zero write queued at the device ahead of a Synced
 /// append's write delays that append by its own length: with 512 KiB steps the depth-1 p99
 /// did not improve (347-391 µs against 371-462 without zero-filling), with 64 KiB it did
@@ -833,11 +839,7 @@ async fn zero_fill(log: &Log, core: &ShardCore, path: &std::path::Path, f: &DmaF
     let size = core.config.segment_size_bytes;
     let zeros = core
         .zeros
-        .get_or_init(|| {
-            let mut b = f.alloc_dma_buffer(ZERO_STEP as usize);
-            b.as_bytes_mut().fill(0);
-            Rc::new(b)
-        })
+        .get_or_init(|| Rc::new(zeroed_buffer(f, ZERO_STEP as usize)))
         .clone();
     let stop = || {
         let i = log.inner.borrow();
@@ -869,9 +871,7 @@ async fn zero_fill(log: &Log, core: &ShardCore, path: &std::path::Path, f: &DmaF
         let buf = if len == ZERO_STEP {
             zeros.clone()
         } else {
-            let mut b = f.alloc_dma_buffer(len as usize);
-            b.as_bytes_mut().fill(0);
-            Rc::new(b)
+            Rc::new(zeroed_buffer(f, len as usize))
         };
         let done = if core.io_workers_elsewhere {
             f.write_rc_at_punted(buf, pos).await

@@ -163,12 +163,32 @@ fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
     aof_engine::Profile::parse(s).ok_or_else(|| format!("unknown profile {s:?}: use none, fast, balanced or compact"))
 }
 
+/// `Err` naming `flag` unless `secs` is a positive, finite number of seconds.
+fn check_secs(flag: &str, secs: f64) -> Result<(), String> {
+    if secs.is_finite() && secs > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{flag} must be a positive number of seconds, not {secs:?}"))
+    }
+}
+
 fn check_cli(cli: &Cli) -> Res<()> {
     match &cli.cmd {
-        Cmd::Run(w) | Cmd::Baseline(w) | Cmd::SweepShards { w, .. } => check_args(w)?,
-        Cmd::Quick { secs } if !(secs.is_finite() && *secs > 0.0) => {
-            return Err(format!("--secs must be a positive number of seconds, not {secs:?}").into())
+        Cmd::Run(w) | Cmd::Baseline(w) => check_args(w)?,
+        Cmd::SweepShards {
+            w,
+            max_shards,
+            slo_p999_us,
+        } => {
+            check_args(w)?;
+            if *max_shards == Some(0) {
+                return Err("--max-shards must be at least 1".into());
+            }
+            if !(slo_p999_us.is_finite() && *slo_p999_us > 0.0) {
+                return Err(format!("--slo-p999-us must be a positive number of µs, not {slo_p999_us:?}").into());
+            }
         }
+        Cmd::Quick { secs } => check_secs("--secs", *secs)?,
         Cmd::Device { bytes, ops, .. } => {
             // Each pass writes whole 1 MiB blocks; fewer bytes would time nothing.
             if *bytes < 1 << 20 {
@@ -179,20 +199,6 @@ fn check_cli(cli: &Cli) -> Res<()> {
             }
         }
         Cmd::Bridge(b) => b.check()?,
-        _ => {}
-    }
-    if let Cmd::SweepShards {
-        max_shards,
-        slo_p999_us,
-        ..
-    } = &cli.cmd
-    {
-        if *max_shards == Some(0) {
-            return Err("--max-shards must be at least 1".into());
-        }
-        if !(slo_p999_us.is_finite() && *slo_p999_us > 0.0) {
-            return Err(format!("--slo-p999-us must be a positive number of µs, not {slo_p999_us:?}").into());
-        }
     }
     Ok(())
 }
@@ -212,9 +218,7 @@ fn check_args(a: &WorkloadArgs) -> Res<()> {
             return Err(format!("{flag} must be at least 1").into());
         }
     }
-    if !(a.secs.is_finite() && a.secs > 0.0) {
-        return Err(format!("--secs must be a positive number of seconds, not {:?}", a.secs).into());
-    }
+    check_secs("--secs", a.secs)?;
     if !(a.warmup_secs.is_finite() && a.warmup_secs >= 0.0) {
         return Err(format!("--warmup-secs must be zero or more seconds, not {:?}", a.warmup_secs).into());
     }

@@ -47,12 +47,7 @@ pub struct BridgeArgs {
 impl BridgeArgs {
     /// Refuses knobs that would measure nothing, before anything runs.
     pub fn check(&self) -> Result<(), String> {
-        if !(self.secs.is_finite() && self.secs > 0.0) {
-            return Err(format!(
-                "--secs must be a positive number of seconds, not {:?}",
-                self.secs
-            ));
-        }
+        crate::check_secs("--secs", self.secs)?;
         if self.backlog_mib == 0 {
             return Err("--backlog-mib must be at least 1: the busy run uploads that backlog".into());
         }
