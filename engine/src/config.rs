@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::frame::frame_len;
+use crate::format::segment::align_down;
 use crate::limits::{BLOCK_SIZE, RECORD_BYTES_CEILING, SEGMENT_HEADER_BYTES};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -332,11 +333,17 @@ impl Config {
         }
     }
 
-    /// DMA pool memory one log's writes in flight take: `flush_writes_in_flight` writes of
-    /// `flush_threshold_bytes`, each rounded up to a power of two by the pool's buddy
+    /// DMA pool memory one busy log takes: `flush_writes_in_flight` writes of
+    /// `flush_threshold_bytes` and the chunk being appended to (records are staged in the
+    /// buffers their writes send), each rounded up to a power of two by the pool's buddy
     /// allocator. `io_memory_bytes` should be at least this (see there).
     pub fn flush_pool_bytes(&self) -> u64 {
-        self.flush_threshold_bytes.next_power_of_two() * self.flush_writes_in_flight as u64
+        self.flush_threshold_bytes.next_power_of_two() * (self.flush_writes_in_flight as u64 + 1)
+    }
+
+    /// The largest write of a segment, and the largest staging chunk (see `staging`).
+    pub fn write_max_bytes(&self) -> u64 {
+        align_down(self.flush_threshold_bytes).max(BLOCK_SIZE)
     }
 
     /// The zero-filling pace of new spares, if they are zero-filled at all: only preallocated

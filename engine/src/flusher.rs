@@ -4,12 +4,13 @@
 //! by age. It never waits on a timer while there is work a caller is waiting for.
 
 use crate::error::{Error, Result};
-use crate::format::segment::{align_down, align_up, encode_seal, Trailer};
+use crate::format::segment::{align_up, encode_seal, Trailer};
 use crate::fsops;
 use crate::limits::BLOCK_SIZE;
 use crate::log::{Log, Spare};
-use crate::segment::{ActiveSegment, FileName, SealedSegment, Store, WritePlan};
+use crate::segment::{ActiveSegment, FileName, SealedSegment, Store};
 use crate::shard::ShardCore;
+use crate::staging::MIN_CHUNK;
 use futures_lite::future;
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 use glommio::timer::Timer;
@@ -181,9 +182,7 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
             }
             Action::Roll => {
                 let cfg = &core.config;
-                log.inner
-                    .borrow_mut()
-                    .roll(log.id, &log.dir, cfg.segment_size_bytes, cfg.index_interval_bytes);
+                log.inner.borrow_mut().roll(log.id, &log.dir, cfg);
                 log.changed.notify_all();
                 Ok(())
             }
@@ -218,89 +217,37 @@ struct Issued {
     background: bool,
 }
 
-/// Bytes copied into a write's DMA buffer between yields: a few µs of memcpy, so a task on
-/// this shard waits at most that long behind the copy of a large write. One unbroken copy of
-/// a 1 MiB write was measured as a 60-550 µs stall, the largest source of Memory append tail
-/// latency at half load (p99 ~100 µs). Steps of 32 KiB still took over 10 µs ~3,900 times a
-/// second there (the staged bytes are cold by then); with 8 KiB steps, ~30-50 times, and the
-/// p90 fell from 2-9 µs to 0.7-2 µs (timing every task poll; `aof-perf run --mode memory
-/// --size 256 --rate 1400000 --io-workers-spare`).
-const COPY_STEP: usize = 8 << 10;
-
-/// Carves the next write of the open segment with base `base` (see
-/// `ActiveSegment::plan_write`). Bounding each write keeps the copy into the DMA buffer
-/// short, several bounded writes in flight keep the device busy meanwhile, and the copy
-/// yields every `COPY_STEP` bytes so appends on this shard are never held up behind it.
-///
-/// The staged front cannot move while the copy yields: the flusher issues one write at a
-/// time, producers issue none while `LogInner::copying` is set (`issue_full_write`), appends
-/// only add bytes behind it, and a roll only moves the segment from the active slot to the
-/// rolled list, where it is found again by its base.
-async fn issue_write(log: &Log, core: &ShardCore, base: u64) -> Result<Issued> {
-    let max_write = align_down(core.config.flush_threshold_bytes).max(BLOCK_SIZE);
+/// Takes the next write of the open segment with base `base` (see
+/// `ActiveSegment::take_write`): a staged chunk, whole, with nothing copied.
+fn issue_write(log: &Log, core: &ShardCore, base: u64) -> Result<Issued> {
     let missing = || Error::Corruption {
         path: log.dir.clone(),
         pos: 0,
         detail: format!("segment {base} missing"),
     };
-    let planned_at = Instant::now();
-    let (plan, mut buf) = {
-        let inner = log.inner.borrow();
-        let s = inner.open_segment(base).ok_or_else(missing)?;
-        let plan = s.plan_write(max_write);
-        (plan, s.file.alloc_dma_buffer(align_up(plan.len as u64) as usize))
-    };
-    // Producers issue no write of their own while this one is being copied.
-    log.inner.borrow_mut().copying = true;
-    let copy = async {
-        let mut copied = 0;
-        while copied < plan.len {
-            if copied > 0 {
-                futures_lite::future::yield_now().await;
-            }
-            let step = COPY_STEP.min(plan.len - copied);
-            let inner = log.inner.borrow();
-            let s = inner.open_segment(base).ok_or_else(missing)?;
-            debug_assert_eq!(s.stage_pos, plan.pos, "the staged front moved during the copy");
-            buf.as_bytes_mut()[copied..copied + step].copy_from_slice(&s.staged()[copied..copied + step]);
-            copied += step;
-        }
-        Ok::<(), Error>(())
-    }
-    .await;
-    log.inner.borrow_mut().copying = false;
-    copy?;
     let mut inner = log.inner.borrow_mut();
     let s = inner.open_segment_mut(base).ok_or_else(missing)?;
-    // A write that took every byte staged when it was planned leaves only bytes appended
-    // since: their age counts from then, not from the first append of an earlier write. Kept
-    // from that first append, the age passed `flush_interval` 10 ms into a steady stream and
-    // then every write completion flushed whatever had arrived meanwhile (Memory at half
-    // load: ~270 KiB writes instead of 1 MiB, four times the submissions).
-    let took_all = plan.upto.is_some();
-    let mut issued = put_in_flight(s, core, plan, buf);
+    let mut issued = put_in_flight(s, core).ok_or_else(missing)?;
     issued.background =
         inner.want_written <= inner.written_upto && inner.want_synced <= inner.synced_upto && !inner.closing;
     if inner.active.base_offset == base {
+        // A write that took every byte staged leaves only bytes appended later, whose age
+        // counts from their own first append.
         if inner.active.unflushed_bytes() == 0 {
             inner.unflushed_since = None;
-        } else if took_all {
-            inner.unflushed_since = Some(planned_at);
         }
     }
     Ok(issued)
 }
 
-/// Puts a planned write whose bytes are copied into `buf` in flight (zero-padding its tail
-/// block), and returns it for `perform`.
-fn put_in_flight(s: &mut ActiveSegment, core: &ShardCore, plan: WritePlan, mut buf: DmaBuffer) -> Issued {
-    buf.as_bytes_mut()[plan.len..].fill(0);
+/// Puts the next write of `s` in flight, and returns it for `perform`.
+fn put_in_flight(s: &mut ActiveSegment, core: &ShardCore) -> Option<Issued> {
     let overlapped = s.inflight.iter().any(|w| !w.done);
-    let buf = s.commit_write(plan, buf);
+    let (plan, buf) = s.take_write()?;
     let mut st = core.stats.borrow_mut();
     st.overlapped_writes += overlapped as u64;
     st.head_block_writes += plan.head_only as u64;
-    Issued {
+    Some(Issued {
         base: s.base_offset,
         pos: plan.pos,
         buf,
@@ -308,7 +255,7 @@ fn put_in_flight(s: &mut ActiveSegment, core: &ShardCore, plan: WritePlan, mut b
         path: s.path.clone(),
         head_only: plan.head_only,
         background: false,
-    }
+    })
 }
 
 /// Performs an issued write in a task of its own; failing it fails the log.
@@ -323,15 +270,8 @@ fn perform_in_task(log: &Rc<Log>, core: &Rc<ShardCore>, w: Issued) {
     .detach();
 }
 
-/// The largest write a producer issues itself (`issue_full_write`): its copy runs without a
-/// yield, so this bounds the stall it is for other tasks on the shard (~30-50 µs here).
-/// Measured with 64 producers in batches, Synced: writes of 1 MiB, 512 KiB and 256 KiB gave
-/// 4 KiB records 1466-1546, 1471-1489 and 1385-1412 MB/s, 1 KiB records 1423-1470,
-/// 1478-1539 and 1383-1450 MB/s.
-const PRODUCER_WRITE_MAX: u64 = 512 << 10;
-
-/// Issues a write from the producer whose Synced or Written append left a whole write's worth
-/// unflushed, at once, instead of at the flusher's next turn.
+/// Issues a write from the producer whose Synced or Written append filled a staging chunk, at
+/// once, instead of at the flusher's next turn.
 ///
 /// Why: when a group commit completes, every producer it acknowledged is woken before the
 /// flusher (which their appends wake after them), so the flusher's first write of the next
@@ -340,13 +280,11 @@ const PRODUCER_WRITE_MAX: u64 = 512 << 10;
 /// Measured, 64 producers in batches of 16 x 4 KiB / 64 x 1 KiB, Synced: 1262-1303 ->
 /// 1532-1565 MB/s and 1128-1222 -> 1452-1474 MB/s.
 ///
-/// The copy runs without a yield, so no other task can move the staged front under it; it
-/// is skipped while the flusher is between planning and committing a write of its own
-/// (`LogInner::copying`), while a rolled segment's data is not yet durable, and whenever the
-/// flusher could not issue one either.
+/// It is skipped while a rolled segment's data is not yet durable, and whenever the flusher
+/// could not issue a write either.
 pub fn issue_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) {
     // A second write when the first was only a rewrite of the partial head block (see
-    // `ActiveSegment::plan_write`).
+    // `ActiveSegment::take_write`).
     for _ in 0..2 {
         match issue_one_full_write(log, core) {
             Some(w) => {
@@ -363,31 +301,26 @@ pub fn issue_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) {
 
 fn issue_one_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) -> Option<Issued> {
     let cfg = &core.config;
-    let max_write = align_down(cfg.flush_threshold_bytes.min(PRODUCER_WRITE_MAX)).max(BLOCK_SIZE);
-    let issued = {
-        let mut inner = log.inner.borrow_mut();
-        // Nothing of a new segment may reach the disk before every earlier segment's data
-        // has (the flusher writes and syncs a rolled segment first): otherwise a crash leaves
-        // a hole, the rolled segment's unwritten tail, in front of records that survived, and
-        // a write ending at `end_pos` would acknowledge records of that tail as written.
-        let base = inner.active.base_offset;
-        if inner.copying || inner.failed.is_some() || inner.closing || !inner.earlier_segments_durable(base) {
-            return None;
-        }
-        let a = &mut inner.active;
-        if a.unflushed_bytes() < max_write || !a.can_issue(cfg.flush_writes_in_flight) {
-            return None;
-        }
-        let plan = a.plan_write(max_write);
-        let mut buf = a.file.alloc_dma_buffer(align_up(plan.len as u64) as usize);
-        buf.as_bytes_mut()[..plan.len].copy_from_slice(&a.staged()[..plan.len]);
-        let issued = put_in_flight(a, core, plan, buf);
-        if a.unflushed_bytes() == 0 {
-            inner.unflushed_since = None;
-        }
-        core.stats.borrow_mut().producer_writes += 1;
-        issued
-    };
+    let min_write = cfg.write_max_bytes().min(MIN_CHUNK as u64);
+    let mut inner = log.inner.borrow_mut();
+    // Nothing of a new segment may reach the disk before every earlier segment's data has
+    // (the flusher writes and syncs a rolled segment first): otherwise a crash leaves a hole,
+    // the rolled segment's unwritten tail, in front of records that survived, and a write
+    // ending at `end_pos` would acknowledge records of that tail as written.
+    let base = inner.active.base_offset;
+    if inner.failed.is_some() || inner.closing || !inner.earlier_segments_durable(base) {
+        return None;
+    }
+    let a = &mut inner.active;
+    let whole = a.staging.front_is_full() && a.unflushed_bytes() >= min_write;
+    if !whole || !a.can_issue(cfg.flush_writes_in_flight) {
+        return None;
+    }
+    let issued = put_in_flight(a, core)?;
+    if a.unflushed_bytes() == 0 {
+        inner.unflushed_since = None;
+    }
+    core.stats.borrow_mut().producer_writes += 1;
     Some(issued)
 }
 
@@ -469,7 +402,7 @@ async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
 /// (measured: Synced 1 KiB from 16 foreign threads, 23k rec/s with the hop).
 async fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     let base = log.inner.borrow().active.base_offset;
-    let w = issue_write(log, core, base).await?;
+    let w = issue_write(log, core, base)?;
     let alone = {
         let i = log.inner.borrow();
         i.active.inflight.len() == 1 && !i.active.can_issue(core.config.flush_writes_in_flight)
@@ -613,7 +546,7 @@ async fn seal_front(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
         return Ok(());
     }
     if needs_write {
-        let w = issue_write(log, core, base).await?;
+        let w = issue_write(log, core, base)?;
         perform(log, core, w).await?;
         return Ok(()); // the next round writes more, or syncs
     }
@@ -686,15 +619,7 @@ async fn write_seal(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
         .iter()
         .position(|s| s.base_offset == base)
         .expect("rolled segment");
-    let mut s = i.rolled.remove(pos).expect("rolled segment");
-    // Keep its staging buffer for the next roll, unless it grew past what a steady writer
-    // needs (a backlog); the larger of the two is kept.
-    let mut staging = std::mem::take(&mut s.staging);
-    staging.clear();
-    let keep_max = 4 * core.config.flush_threshold_bytes as usize + BLOCK_SIZE as usize;
-    if staging.capacity() <= keep_max && staging.capacity() > i.spare_staging.capacity() {
-        i.spare_staging = staging;
-    }
+    let s = i.rolled.remove(pos).expect("rolled segment");
     let at = i.sealed.partition_point(|x| x.base_offset < base);
     let local_bytes = seal_pos + seal.len() as u64;
     i.sealed.insert(

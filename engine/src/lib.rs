@@ -39,6 +39,7 @@ mod recovery;
 mod reply;
 mod segment;
 mod shard;
+mod staging;
 mod startup;
 mod tier0;
 mod tier1;

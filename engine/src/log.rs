@@ -16,6 +16,7 @@ use crate::limits::{BATCH_RECORDS_MAX, BLOCK_SIZE};
 use crate::record::{now_ns, NewRecord};
 use crate::segment::{ActiveSegment, FileName, SealedSegment};
 use crate::shard::ShardCore;
+use crate::staging::Staging;
 use glommio::io::DmaFile;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -69,11 +70,6 @@ pub struct LogInner {
     pub unflushed_since: Option<Instant>,
     /// A preallocated file ready to become the next segment.
     pub spare: Option<Spare>,
-    /// The staging buffer of the last segment sealed, emptied, for the next roll. A fresh
-    /// buffer grows by doubling to a few MiB under a fast writer, and each doubling copies it
-    /// inside an append; freeing one that size unmapped it inside the seal task. Both were
-    /// measured at 100-200 µs stalls on the shard, once or twice per segment.
-    pub spare_staging: Vec<u8>,
     pub spare_wanted: bool,
     pub spare_in_progress: bool,
     /// Files of raw segments this log no longer holds, under spare names, for `make_spare` to
@@ -82,9 +78,6 @@ pub struct LogInner {
     /// An fdatasync of the active segment is running in its own task (`flusher::start_sync`);
     /// meanwhile the flusher may write the next bytes, but starts no second sync.
     pub sync_in_flight: bool,
-    /// The flusher is copying a planned write into its buffer, yielding between steps
-    /// (between `plan_write` and `commit_write`): no producer may issue a write meanwhile.
-    pub copying: bool,
     /// Paces group commit for producers on other threads (see `group`).
     pub foreign: ForeignGroups,
     pub spare_error: Option<Error>,
@@ -161,7 +154,7 @@ impl LogInner {
 
     /// Swaps the spare file in as the new active segment. The old one is sealed by the
     /// flusher. Returns false if no spare is ready.
-    pub fn roll(&mut self, log_id: u64, dir: &std::path::Path, segment_size: u64, index_interval: u64) -> bool {
+    pub fn roll(&mut self, log_id: u64, dir: &std::path::Path, cfg: &Config) -> bool {
         let Some(Spare {
             path: spare_path,
             file,
@@ -178,30 +171,28 @@ impl LogInner {
             created_ns: now_ns(),
         }
         .encode();
-        let mut staging = std::mem::take(&mut self.spare_staging);
-        debug_assert!(staging.is_empty());
-        staging.extend_from_slice(&header);
-        let new = ActiveSegment {
+        let mut new = ActiveSegment {
             base_offset: base,
             path: dir.join(file_name(log_id, base)),
             file,
             name: FileName::Spare(spare_path),
             next_offset: base,
-            end_pos: BLOCK_SIZE,
+            end_pos: 0,
             stage_pos: 0,
-            staging,
-            staging_head: 0,
+            staging: Staging::new(cfg.write_max_bytes()),
             disk_end: 0,
             inflight: VecDeque::new(),
-            index: IndexBuilder::new(index_interval),
+            index: IndexBuilder::new(cfg.index_interval_bytes),
             data_crc: 0,
             first_timestamp_ns: 0,
             last_timestamp_ns: 0,
             first_append_at: None,
             seal_started: false,
-            segment_size_bytes: segment_size,
+            segment_size_bytes: cfg.segment_size_bytes,
             fresh_blocks: fresh,
         };
+        debug_assert_eq!(header.len() as u64, BLOCK_SIZE);
+        new.append_bytes(&header);
         let old = std::mem::replace(&mut self.active, new);
         self.rolled.push_back(old);
         self.roll_requested = false;
@@ -271,7 +262,7 @@ impl Log {
                 self.flusher_wake.notify_all();
                 return Err(e);
             }
-            if !inner.roll(self.id, &self.dir, cfg.segment_size_bytes, cfg.index_interval_bytes) {
+            if !inner.roll(self.id, &self.dir, cfg) {
                 self.flusher_wake.notify_all();
                 self.spare_waited.notify_all();
                 return Ok(Err(Blocked::Spare));
@@ -287,22 +278,17 @@ impl Log {
         let first = inner.next_offset;
         let a = &mut inner.active;
         debug_assert_eq!(a.next_offset, first);
-        debug_assert_eq!(a.stage_pos + a.staged().len() as u64, a.end_pos);
+        debug_assert_eq!(a.stage_pos + a.staging.len(), a.end_pos);
         let n = recs.len();
         for (i, r) in recs.iter().enumerate() {
             let ts = r.timestamp_ns.unwrap_or(now);
             a.index.note(a.next_offset, a.end_pos);
-            let start = a.staging.len();
-            let len = frame::encode(&mut a.staging, a.next_offset, ts, r.tag, i + 1 < n, r.payload);
-            // A second (hardware crc32c) pass over the frame; deriving it from the frame crc
-            // with crc32c_combine was measured 60x slower per record.
-            a.data_crc = crc32c::crc32c_append(a.data_crc, &a.staging[start..start + len]);
+            a.append_frame(a.next_offset, ts, r.tag, i + 1 < n, r.payload);
             if a.next_offset == a.base_offset {
                 a.first_timestamp_ns = ts;
             }
             a.last_timestamp_ns = ts;
             a.next_offset += 1;
-            a.end_pos += len as u64;
         }
         a.first_append_at.get_or_insert_with(Instant::now);
         let end = a.next_offset;

@@ -15,6 +15,7 @@ use crate::log::{Log, LogInner};
 use crate::manifest::Manifest;
 use crate::record::now_ns;
 use crate::segment::{ActiveSegment, FileName, SealedSegment, Store};
+use crate::staging::Staging;
 use crate::tier1;
 use glommio::io::{DmaFile, OpenOptions};
 use std::cell::{Cell, RefCell};
@@ -130,8 +131,7 @@ fn fresh_active(cfg: &Config, base: u64, path: PathBuf, file: Rc<DmaFile>) -> Ac
         next_offset: base,
         end_pos: BLOCK_SIZE,
         stage_pos: BLOCK_SIZE,
-        staging: Vec::new(),
-        staging_head: 0,
+        staging: Staging::new(cfg.write_max_bytes()),
         disk_end: BLOCK_SIZE,
         inflight: VecDeque::new(),
         index: IndexBuilder::new(cfg.index_interval_bytes),
@@ -164,12 +164,10 @@ fn new_log(meta: &LogMeta, dir: PathBuf, sealed: Vec<SealedSegment>, active: Act
             unacked: VecDeque::new(),
             unflushed_since: None,
             spare: None,
-            spare_staging: Vec::new(),
             spare_wanted: false,
             spare_in_progress: false,
             recycled: Vec::new(),
             sync_in_flight: false,
-            copying: false,
             foreign: Default::default(),
             spare_error: None,
             roll_requested: false,
@@ -732,13 +730,13 @@ async fn repair_tail(
             .push(format!("{}: rewrote damaged header", sf.path.display()));
     }
     let stage_pos = align_down(valid_end);
-    let staging = bytes[stage_pos as usize..valid_end as usize].to_vec();
+    let tail = &bytes[stage_pos as usize..valid_end as usize];
     // Rewrite the tail block with zeros after the valid end, drop the blocks past it, then
     // preallocate again (fresh zeroed space) and sync before anything new is acknowledged.
     if valid_end > stage_pos {
         let mut buf = file.alloc_dma_buffer(BLOCK_SIZE as usize);
         buf.as_bytes_mut().fill(0);
-        buf.as_bytes_mut()[..staging.len()].copy_from_slice(&staging);
+        buf.as_bytes_mut()[..tail.len()].copy_from_slice(tail);
         file.write_at(buf, stage_pos)
             .await
             .map_err(|e| Error::glommio("rewrite tail block", &sf.path, e))?;
@@ -754,6 +752,12 @@ async fn repair_tail(
     file.fdatasync()
         .await
         .map_err(|e| Error::glommio("fdatasync", &sf.path, e))?;
+    // Past the data the blocks are new (cut at the valid end and preallocated again), so the
+    // partial tail block is rewritten by a write of its own.
+    let mut staging = Staging::new(cfg.write_max_bytes());
+    if !tail.is_empty() {
+        staging.resume(&file, stage_pos, tail, true);
+    }
     Ok(ActiveSegment {
         base_offset: sf.base,
         path: sf.path,
@@ -763,7 +767,6 @@ async fn repair_tail(
         end_pos: valid_end,
         stage_pos,
         staging,
-        staging_head: 0,
         disk_end: valid_end,
         inflight: VecDeque::new(),
         index: IndexBuilder::from_entries(cfg.index_interval_bytes, s.index),

@@ -4,11 +4,12 @@
 use crate::error::{Error, Result};
 use crate::format::frame;
 use crate::format::scan::IndexBuilder;
+use crate::format::segment::align_down;
 use crate::format::segment::IndexEntry;
-use crate::format::segment::{align_down, align_up};
 use crate::format::tier1::{Codec, FrameEntry};
 use crate::limits::{BLOCK_SIZE, FRAME_HEADER_BYTES};
 use crate::record::Record;
+use crate::staging::Staging;
 use glommio::io::{DmaBuffer, DmaFile};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ pub struct Write {
     pub done: bool,
 }
 
-/// The next write of a segment, planned but not yet in flight (see `plan_write`).
+/// A write just taken from a segment's staged bytes (see `ActiveSegment::take_write`).
 #[derive(Debug, Clone, Copy)]
 pub struct WritePlan {
     pub pos: u64,
@@ -36,7 +37,7 @@ pub struct WritePlan {
     pub len: usize,
     pub upto: Option<u64>,
     /// Only the rewrite of a partly written block, with more staged behind it (see
-    /// `ActiveSegment::plan_write`).
+    /// `ActiveSegment::take_write`).
     pub head_only: bool,
 }
 
@@ -49,7 +50,8 @@ impl WritePlan {
 
 /// The segment being appended to.
 ///
-/// Bytes `[stage_pos, end_pos)` are in `staging`; `[BLOCK_SIZE or 0, disk_end)` are on disk;
+/// Bytes `[stage_pos, end_pos)` are in `staging`, in the DMA buffers their writes will send;
+/// `[BLOCK_SIZE or 0, disk_end)` are on disk;
 /// the writes in flight cover `[inflight[0].pos, inflight.back().end)`. Together they cover the
 /// whole segment, so a reader always finds a record somewhere.
 ///
@@ -81,10 +83,7 @@ pub struct ActiveSegment {
     pub next_offset: u64,
     pub end_pos: u64,
     pub stage_pos: u64,
-    pub staging: Vec<u8>,
-    /// Bytes at the front of `staging` already written and no longer needed (compacted away
-    /// lazily, so a large backlog is never shifted once per write).
-    pub staging_head: usize,
+    pub staging: Staging,
     pub disk_end: u64,
     pub inflight: VecDeque<Write>,
     pub index: IndexBuilder,
@@ -108,9 +107,34 @@ impl ActiveSegment {
         self.next_offset - self.base_offset
     }
 
-    /// The bytes `[stage_pos, end_pos)`.
-    pub fn staged(&self) -> &[u8] {
-        &self.staging[self.staging_head..]
+    /// Appends raw bytes (a segment header) at `end_pos`.
+    pub fn append_bytes(&mut self, bytes: &[u8]) {
+        self.staging.push(&self.file, self.end_pos, bytes);
+        self.end_pos += bytes.len() as u64;
+    }
+
+    /// Encodes one frame at `end_pos`, straight into the buffer its write will send, and
+    /// folds it into the segment's `data_crc`. Returns its length.
+    pub fn append_frame(
+        &mut self,
+        offset: u64,
+        timestamp_ns: u64,
+        tag: Option<u64>,
+        batch_continues: bool,
+        payload: &[u8],
+    ) -> usize {
+        let len = frame::frame_len(payload.len());
+        let data_crc = self.data_crc;
+        self.data_crc = self.staging.append(&self.file, self.end_pos, len, |out| {
+            frame::encode_into(out, offset, timestamp_ns, tag, batch_continues, payload);
+            // A second (hardware crc32c) pass over the frame, while it is in the cache;
+            // deriving it from the frame crc with crc32c_combine was measured 60x slower
+            // per record.
+            crc32c::crc32c_append(data_crc, out)
+        });
+        self.end_pos += len as u64;
+        debug_assert_eq!(self.staging.end(), Some(self.end_pos));
+        len
     }
 
     /// Bytes appended and not yet part of any write.
@@ -135,67 +159,35 @@ impl ActiveSegment {
         self.inflight.len() < max && !self.inflight.iter().any(|w| !w.done && w.end % BLOCK_SIZE != 0)
     }
 
-    /// Plans the next write out of the staged bytes: all of them if they fit in `max_write`
-    /// (a multiple of the block size), else `max_write` bytes of whole blocks. Nothing changes
-    /// until `commit_write`; meanwhile the caller copies `staged()[..len]` into a DMA buffer,
-    /// in steps (appends may add bytes behind it; nothing else moves the staged front).
+    /// Takes the next write: the first chunk of staged bytes, whole (see `staging`). Nothing
+    /// is copied but a partial block it ends in, which stays staged to be rewritten by the
+    /// next write.
     ///
     /// In a file with fresh blocks, a partial block already written is rewritten by a write of
-    /// its own, apart from the new blocks behind it. ext4 can only perform a direct write
-    /// without blocking when the range is all written or all unwritten extents; a write that
-    /// spans both needs the inode lock exclusively, so io_uring gets `EAGAIN` and hands it to a
-    /// worker thread. At half load in Memory mode that was every write after a segment's first
-    /// partial one (traced: ~1,500 a second), and each worker preempted the shard or kept the
-    /// writes of a growing log from running side by side. Both halves now complete inline.
-    pub fn plan_write(&self, max_write: u64) -> WritePlan {
+    /// its own, apart from the new blocks behind it (staging keeps it in a chunk of its own).
+    /// ext4 can only perform a direct write without blocking when the range is all written or
+    /// all unwritten extents; a write that spans both needs the inode lock exclusively, so
+    /// io_uring gets `EAGAIN` and hands it to a worker thread. At half load in Memory mode that
+    /// was every write after a segment's first partial one (traced: ~1,500 a second), and each
+    /// worker preempted the shard or kept the writes of a growing log from running side by
+    /// side. Both halves now complete inline.
+    pub fn take_write(&mut self) -> Option<(WritePlan, Rc<DmaBuffer>)> {
         debug_assert_eq!(self.stage_pos % BLOCK_SIZE, 0);
-        debug_assert_eq!(max_write % BLOCK_SIZE, 0);
         debug_assert!(self.unflushed_bytes() > 0);
-        let staged = self.end_pos - self.stage_pos;
-        if self.fresh_blocks && self.head_block_written() && staged > BLOCK_SIZE {
-            return WritePlan {
-                pos: self.stage_pos,
-                len: BLOCK_SIZE as usize,
-                upto: None,
-                head_only: true,
-            };
-        }
-        let (len, upto) = if staged <= max_write {
-            (staged, Some(self.next_offset))
-        } else {
-            (max_write, None)
+        let c = self.staging.take_front(&self.file, self.fresh_blocks)?;
+        debug_assert_eq!(c.pos, self.stage_pos, "writes take the staged bytes in file order");
+        let end = c.end();
+        let last = end == self.end_pos;
+        let plan = WritePlan {
+            pos: c.pos,
+            len: c.len,
+            upto: last.then_some(self.next_offset),
+            head_only: c.head && !last,
         };
-        WritePlan {
-            pos: self.stage_pos,
-            len: len as usize,
-            upto,
-            head_only: false,
-        }
-    }
-
-    /// True if the block at `stage_pos` was partly written by an earlier write (its data ended
-    /// mid-block), so the next write rewrites it.
-    fn head_block_written(&self) -> bool {
-        let issued = self.inflight.back().map_or(self.disk_end, |w| w.end.max(self.disk_end));
-        issued > self.stage_pos
-    }
-
-    /// Puts a planned write, its bytes copied into `buf` (zero-padded to a whole block), in
-    /// flight: whole blocks leave `staging`, a partial tail block stays there to be rewritten
-    /// by the next write.
-    pub fn commit_write(&mut self, plan: WritePlan, buf: DmaBuffer) -> Rc<DmaBuffer> {
-        debug_assert_eq!(plan.pos, self.stage_pos, "nothing else moved the staged front");
-        debug_assert_eq!(buf.len() as u64, align_up(plan.len as u64));
-        debug_assert!(buf.as_bytes()[..plan.len] == self.staged()[..plan.len]);
-        let end = plan.end();
-        let new_stage = align_down(end);
-        self.staging_head += (new_stage - plan.pos) as usize;
-        self.stage_pos = new_stage;
-        if self.staging_head >= 1 << 20 && self.staging_head * 2 >= self.staging.len() {
-            self.staging.drain(..self.staging_head);
-            self.staging_head = 0;
-        }
-        let buf = Rc::new(buf);
+        debug_assert!(!plan.head_only || self.head_block_written());
+        self.stage_pos = align_down(end);
+        debug_assert!(self.staging.front().is_none_or(|f| f.pos == self.stage_pos));
+        let buf = Rc::new(c.into_write_buffer());
         debug_assert!(self
             .inflight
             .back()
@@ -207,7 +199,14 @@ impl ActiveSegment {
             upto: plan.upto,
             done: false,
         });
-        buf
+        Some((plan, buf))
+    }
+
+    /// True if the block at `stage_pos` was partly written by an earlier write (its data ended
+    /// mid-block), so the next write rewrites it.
+    fn head_block_written(&self) -> bool {
+        let issued = self.inflight.back().map_or(self.disk_end, |w| w.end.max(self.disk_end));
+        issued > self.stage_pos
     }
 
     /// Marks the write at `pos` complete and retires every completed write at the front.
@@ -252,8 +251,7 @@ impl ActiveSegment {
         let mut at = pos;
         while at < end {
             if at >= self.stage_pos {
-                let s = self.staging_head + (at - self.stage_pos) as usize;
-                out.extend_from_slice(&self.staging[s..s + (end - at) as usize]);
+                self.staging.read(at, end, &mut out);
                 break;
             }
             // A block rewritten by a later write has the same bytes in both (frames are only
@@ -413,18 +411,17 @@ mod tests {
     use super::*;
 
     /// An active segment whose staged bytes are `bytes` from position 0 (no header: the
-    /// test only cares where bytes are held).
-    fn segment(file: Rc<DmaFile>, bytes: Vec<u8>) -> ActiveSegment {
-        ActiveSegment {
+    /// test only cares where bytes are held), with writes of at most `max_write`.
+    fn segment(file: Rc<DmaFile>, bytes: &[u8], max_write: u64) -> ActiveSegment {
+        let mut s = ActiveSegment {
             base_offset: 0,
             path: PathBuf::new(),
             file,
             name: FileName::Real,
             next_offset: 1,
-            end_pos: bytes.len() as u64,
+            end_pos: 0,
             stage_pos: 0,
-            staging: bytes,
-            staging_head: 0,
+            staging: Staging::new(max_write),
             disk_end: 0,
             inflight: VecDeque::new(),
             index: IndexBuilder::new(1),
@@ -435,15 +432,13 @@ mod tests {
             seal_started: false,
             segment_size_bytes: 1 << 20,
             fresh_blocks: false,
-        }
+        };
+        s.append_bytes(bytes);
+        s
     }
 
-    fn issue(s: &mut ActiveSegment, max_write: u64) {
-        let plan = s.plan_write(max_write);
-        let mut buf = s.file.alloc_dma_buffer(align_up(plan.len as u64) as usize);
-        buf.as_bytes_mut().fill(0);
-        buf.as_bytes_mut()[..plan.len].copy_from_slice(&s.staged()[..plan.len]);
-        s.commit_write(plan, buf);
+    fn issue(s: &mut ActiveSegment) -> WritePlan {
+        s.take_write().expect("staged bytes").0
     }
 
     /// A reader's range may start in one write in flight and end in another, or in the
@@ -454,16 +449,16 @@ mod tests {
         crate::startup::with_dma_file("seg", |file, _| async move {
             let block = BLOCK_SIZE as usize;
             let all: Vec<u8> = (0..7 * block + 1000).map(|i| (i * 131 % 251) as u8).collect();
-            // Three whole-block writes, then one ending mid-block; more bytes arrive after.
+            // Two whole-chunk writes, then one ending mid-block; more bytes arrive after.
             let first = 5 * block + 300;
-            let mut s = segment(file, all[..first].to_vec());
-            issue(&mut s, 2 * BLOCK_SIZE);
-            issue(&mut s, 2 * BLOCK_SIZE);
-            issue(&mut s, 2 * BLOCK_SIZE);
+            let mut s = segment(file, &all[..first], 2 * BLOCK_SIZE);
+            issue(&mut s);
+            issue(&mut s);
+            let p = issue(&mut s);
+            assert_eq!((p.pos, p.len, p.upto), (4 * BLOCK_SIZE, block + 300, Some(1)));
             assert_eq!(s.inflight.len(), 3);
             assert_eq!(s.stage_pos, 5 * BLOCK_SIZE, "the partial tail block stays staged");
-            s.staging.extend_from_slice(&all[first..]);
-            s.end_pos = all.len() as u64;
+            s.append_bytes(&all[first..]);
 
             let check = |s: &ActiveSegment| {
                 let floor = s.memory_floor();
@@ -490,6 +485,10 @@ mod tests {
             s.complete_write(0);
             assert_eq!(s.memory_floor(), 4 * BLOCK_SIZE);
             check(&s);
+            // The writes send exactly the appended bytes, zero-padded.
+            let w = s.inflight.back().expect("a write");
+            assert_eq!(&w.buf.as_bytes()[..block + 300], &all[4 * block..first]);
+            assert!(w.buf.as_bytes()[block + 300..].iter().all(|&b| b == 0));
         });
     }
 
@@ -503,36 +502,33 @@ mod tests {
             let all: Vec<u8> = (0..6 * block + 100).map(|i| (i * 7 % 253) as u8).collect();
             for fresh in [true, false] {
                 let first = 2 * block + 300;
-                let mut s = segment(file.clone(), all[..first].to_vec());
+                let mut s = segment(file.clone(), &all[..first], 8 * BLOCK_SIZE);
                 s.fresh_blocks = fresh;
                 // The first write ends mid-block: nothing was written before it, so it is whole.
-                let p = s.plan_write(8 * BLOCK_SIZE);
+                let p = issue(&mut s);
                 assert!(!p.head_only);
-                issue(&mut s, 8 * BLOCK_SIZE);
                 assert_eq!(s.stage_pos, 2 * BLOCK_SIZE);
                 assert!(!s.can_issue(4), "no write while one ending mid-block runs");
                 s.complete_write(0);
-                s.staging.extend_from_slice(&all[first..]);
-                s.end_pos = all.len() as u64;
+                s.append_bytes(&all[first..]);
 
-                let p = s.plan_write(8 * BLOCK_SIZE);
-                assert_eq!(p.pos, 2 * BLOCK_SIZE);
                 if fresh {
+                    let p = issue(&mut s);
+                    assert_eq!(p.pos, 2 * BLOCK_SIZE);
                     assert!(p.head_only, "the partly written block goes alone");
                     assert_eq!((p.len, p.upto), (block, None), "it acknowledges nothing");
-                    issue(&mut s, 8 * BLOCK_SIZE);
                     assert!(s.can_issue(4), "it ends on a block boundary");
-                    let rest = s.plan_write(8 * BLOCK_SIZE);
+                    let rest = issue(&mut s);
                     assert!(!rest.head_only, "a block boundary: no rewrite");
                     assert_eq!(rest.pos, 3 * BLOCK_SIZE);
                     assert_eq!(rest.end(), all.len() as u64);
                     assert_eq!(rest.upto, Some(s.next_offset));
-                    issue(&mut s, 8 * BLOCK_SIZE);
                     assert_eq!(s.inflight.len(), 2);
                 } else {
+                    let p = issue(&mut s);
+                    assert_eq!(p.pos, 2 * BLOCK_SIZE);
                     assert!(!p.head_only);
                     assert_eq!(p.end(), all.len() as u64, "one write takes it all");
-                    issue(&mut s, 8 * BLOCK_SIZE);
                     assert_eq!(s.inflight.len(), 1);
                 }
                 let floor = s.memory_floor();

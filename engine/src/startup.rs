@@ -48,9 +48,9 @@ pub fn check_memory(cfg: &Config) -> Result<Vec<String>> {
     let write_bytes = cfg.flush_pool_bytes();
     if (cfg.io_memory_bytes as u64) < write_bytes {
         warnings.push(format!(
-            "io_memory_bytes {} is below flush_writes_in_flight {} x flush_threshold_bytes {} \
-             (rounded up to a power of two): write buffers will come from the heap, which stalls \
-             the shard while they are mapped and unmapped. Raise io_memory_bytes to at least {write_bytes}.",
+            "io_memory_bytes {} is below (flush_writes_in_flight {} + 1) x flush_threshold_bytes {} \
+             (each rounded up to a power of two: the writes in flight and the chunk being appended \
+             to): write buffers will come from the heap, which stalls the shard while they are mapped and unmapped. Raise io_memory_bytes to at least {write_bytes}.",
             cfg.io_memory_bytes, cfg.flush_writes_in_flight, cfg.flush_threshold_bytes
         ));
     }
@@ -223,8 +223,8 @@ mod tests {
                 .any(|w| w.contains("write buffers will come from the heap"))
         };
         assert!(!pool_warning(&cfg), "the defaults fit");
-        cfg.io_memory_bytes = 2 << 20;
-        assert!(pool_warning(&cfg), "4 writes of 1 MiB do not fit in 2 MiB");
+        cfg.io_memory_bytes = 3 << 20;
+        assert!(pool_warning(&cfg), "4 writes of 1 MiB and a chunk do not fit in 3 MiB");
         cfg.flush_writes_in_flight = 2;
         assert!(!pool_warning(&cfg));
         // 600 KiB writes take 1 MiB blocks of the buddy allocator.

@@ -50,9 +50,45 @@ pub fn encode(
     batch_continues: bool,
     payload: &[u8],
 ) -> usize {
-    const ZEROS: [u8; FRAME_ALIGN] = [0; FRAME_ALIGN];
     let total = frame_len(payload.len());
-    let pad = total - FRAME_HEADER_BYTES - payload.len();
+    let h = header(offset, timestamp_ns, tag, batch_continues, payload);
+    out.reserve(total);
+    out.extend_from_slice(&h);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&PAD[..total - FRAME_HEADER_BYTES - payload.len()]);
+    total
+}
+
+/// Encodes one frame into `out`, which must be exactly `frame_len(payload.len())` bytes (the
+/// active segment's DMA buffer: see `staging`). Every byte of `out` is written.
+pub fn encode_into(
+    out: &mut [u8],
+    offset: u64,
+    timestamp_ns: u64,
+    tag: Option<u64>,
+    batch_continues: bool,
+    payload: &[u8],
+) {
+    debug_assert_eq!(out.len(), frame_len(payload.len()));
+    let h = header(offset, timestamp_ns, tag, batch_continues, payload);
+    let (head, rest) = out.split_at_mut(FRAME_HEADER_BYTES);
+    head.copy_from_slice(&h);
+    let (body, pad) = rest.split_at_mut(payload.len());
+    body.copy_from_slice(payload);
+    pad.fill(0);
+}
+
+const PAD: [u8; FRAME_ALIGN] = [0; FRAME_ALIGN];
+
+/// A frame's header, its crc over the header fields and the payload included. Built on the
+/// stack so the payload is copied once, with no zero-fill first.
+fn header(
+    offset: u64,
+    timestamp_ns: u64,
+    tag: Option<u64>,
+    batch_continues: bool,
+    payload: &[u8],
+) -> [u8; FRAME_HEADER_BYTES] {
     let mut flags = 0;
     if tag.is_some() {
         flags |= FLAG_HAS_TAG;
@@ -60,7 +96,6 @@ pub fn encode(
     if batch_continues {
         flags |= FLAG_BATCH_CONTINUES;
     }
-    // The header is built on the stack and the payload copied once: no zero-fill first.
     let mut h = [0u8; FRAME_HEADER_BYTES];
     put_u32(&mut h, 4, payload.len() as u32);
     put_u64(&mut h, 8, offset);
@@ -70,11 +105,7 @@ pub fn encode(
     put_u32(&mut h, 36, FRAME_MAGIC);
     let crc = crc32c::crc32c_append(crc32c::crc32c(&h[4..]), payload);
     put_u32(&mut h, 0, crc);
-    out.reserve(total);
-    out.extend_from_slice(&h);
-    out.extend_from_slice(payload);
-    out.extend_from_slice(&ZEROS[..pad]);
-    total
+    h
 }
 
 /// Why bytes at a position are not a valid frame. Recovery stops at the first one.
@@ -156,6 +187,20 @@ mod tests {
             assert_eq!(&out[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len], &payload[..]);
             // Padding is zero so the region is deterministic for checksums over whole segments.
             assert!(out[FRAME_HEADER_BYTES + len..].iter().all(|&b| b == 0));
+        }
+    }
+
+    /// Encoding into a slice (the staged DMA buffer, full of an earlier write's bytes) gives
+    /// exactly the bytes `encode` appends: the padding is zeroed, not left over.
+    #[test]
+    fn encode_into_a_dirty_slice_matches_encode() {
+        for len in [0usize, 1, 7, 8, 9, 33, 4096, 4097] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 17 + 3) as u8).collect();
+            let mut want = Vec::new();
+            let n = encode(&mut want, 5, 6, None, true, &payload);
+            let mut out = vec![0xAB; n];
+            encode_into(&mut out, 5, 6, None, true, &payload);
+            assert_eq!(out, want, "payload of {len} bytes");
         }
     }
 
