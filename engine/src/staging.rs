@@ -203,7 +203,9 @@ impl Staging {
             // stream) costs a few smaller writes, not a climb back from the smallest.
             // Powers of two: the pool's buddy allocator rounds every buffer up to one.
             let want = (2 * c.len).next_power_of_two().max(c.cap() / 2);
+            let want = align_down(want as u64) as usize;
             self.next_cap = want.clamp(MIN_CHUNK.min(self.max_cap), self.max_cap);
+            debug_assert_eq!(self.next_cap as u64 % BLOCK_SIZE, 0);
         }
         let tail_pos = align_down(c.end());
         if tail_pos < c.end() {
@@ -267,12 +269,16 @@ mod tests {
     #[test]
     fn writes_and_staged_bytes_are_exactly_the_appended_bytes() {
         crate::startup::with_dma_file("staging", |file, _| async move {
-            for (seed, fresh, max_cap) in [
+            // Largest writes of a power of two, of an odd number of blocks, and of one block.
+            let cases = [
                 (1, false, 1 << 20),
                 (2, true, 1 << 20),
-                (3, false, 8 << 10),
-                (4, true, 4096),
-            ] {
+                (3, false, 300 << 10),
+                (4, true, 300 << 10),
+                (5, false, 12 << 10),
+                (6, true, 4096),
+            ];
+            for (seed, fresh, max_cap) in cases {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(seed));
                 let mut st = Staging::new(max_cap);
                 let mut all: Vec<u8> = Vec::new();
@@ -299,6 +305,7 @@ mod tests {
                         let c = st.take_front(&file, fresh).expect("a chunk");
                         assert_eq!(c.pos, align_down(stage_pos), "writes follow each other");
                         assert!(c.buf.len() <= max_cap as usize);
+                        assert_eq!(c.buf.len() as u64 % BLOCK_SIZE, 0, "capacity in whole blocks");
                         if c.head {
                             assert!(fresh && c.buf.len() == BLOCK_SIZE as usize);
                         }
