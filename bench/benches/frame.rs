@@ -5,7 +5,9 @@
 //! per-record CPU floor of the engine, and the bytes-per-second figure shows where crc32c
 //! rather than fixed header overhead starts to dominate.
 
+use aof_engine::format::crc::FrameCrc;
 use aof_engine::format::frame::{decode, encode, frame_len};
+use aof_engine::limits::FRAME_HEADER_BYTES;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -49,5 +51,27 @@ fn bench_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_encode, bench_decode);
+/// Extending a segment's running `data_crc` over one encoded frame: a second crc32c pass over
+/// its bytes against the arithmetic from the frame's own crc (`format::crc`), which the append
+/// path uses from `format::crc::MIN_FRAME` bytes up. The operator is cached per length, as on
+/// the append path for records of one size.
+fn bench_data_crc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("frame/data_crc");
+    for len in [256usize, 512, 1024, 4096, 65536] {
+        let mut frame = Vec::new();
+        encode(&mut frame, 42, 7, None, false, &payload(len));
+        let covered = FRAME_HEADER_BYTES - 4 + len;
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_with_input(BenchmarkId::new("pass", len), &frame, |b, f| {
+            b.iter(|| crc32c::crc32c_append(black_box(0x1234_5678), black_box(f)))
+        });
+        let mut fc = FrameCrc::default();
+        g.bench_with_input(BenchmarkId::new("arithmetic", len), &frame, |b, f| {
+            b.iter(|| fc.append(black_box(0x1234_5678), black_box(f), covered))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_encode, bench_decode, bench_data_crc);
 criterion_main!(benches);

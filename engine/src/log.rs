@@ -184,6 +184,7 @@ impl LogInner {
             inflight: VecDeque::new(),
             index: IndexBuilder::new(cfg.index_interval_bytes),
             data_crc: 0,
+            frame_crc: Default::default(),
             first_timestamp_ns: 0,
             last_timestamp_ns: 0,
             first_append_at: None,

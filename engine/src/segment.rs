@@ -2,6 +2,7 @@
 //! ones waiting for their seal, and sealed ones read from disk through their sparse index.
 
 use crate::error::{Error, Result};
+use crate::format::crc::{self, FrameCrc};
 use crate::format::frame;
 use crate::format::scan::IndexBuilder;
 use crate::format::segment::align_down;
@@ -88,6 +89,8 @@ pub struct ActiveSegment {
     pub inflight: VecDeque<Write>,
     pub index: IndexBuilder,
     pub data_crc: u32,
+    /// Extends `data_crc` over each frame from the frame's own crc (see `format::crc`).
+    pub frame_crc: FrameCrc,
     pub first_timestamp_ns: u64,
     pub last_timestamp_ns: u64,
     /// When the first record arrived, for the age-based roll.
@@ -125,12 +128,15 @@ impl ActiveSegment {
     ) -> usize {
         let len = frame::frame_len(payload.len());
         let data_crc = self.data_crc;
+        let frame_crc = &mut self.frame_crc;
         self.data_crc = self.staging.append(&self.file, self.end_pos, len, |out| {
             frame::encode_into(out, offset, timestamp_ns, tag, batch_continues, payload);
-            // A second (hardware crc32c) pass over the frame, while it is in the cache;
-            // deriving it from the frame crc with crc32c_combine was measured 60x slower
-            // per record.
-            crc32c::crc32c_append(data_crc, out)
+            if len >= crc::MIN_FRAME {
+                // From the frame's own crc, without a second pass over its bytes.
+                frame_crc.append(data_crc, out, FRAME_HEADER_BYTES - 4 + payload.len())
+            } else {
+                crc32c::crc32c_append(data_crc, out)
+            }
         });
         self.end_pos += len as u64;
         debug_assert_eq!(self.staging.end(), Some(self.end_pos));
@@ -426,6 +432,7 @@ mod tests {
             inflight: VecDeque::new(),
             index: IndexBuilder::new(1),
             data_crc: 0,
+            frame_crc: FrameCrc::default(),
             first_timestamp_ns: 0,
             last_timestamp_ns: 0,
             first_append_at: None,

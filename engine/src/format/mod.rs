@@ -2,6 +2,7 @@
 //! tested (and fuzzed) without a disk. `docs/format.md` is the reference; each module here
 //! implements one structure from it. All integers are little-endian.
 
+pub mod crc;
 pub mod frame;
 pub mod logmeta;
 pub mod manifest;

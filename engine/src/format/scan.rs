@@ -5,9 +5,10 @@
 //! an earlier write at the same place. Frames of a batch are accepted together once the
 //! frame that ends the batch is accepted, so a torn batch vanishes whole.
 
+use crate::format::crc::{self, FrameCrc};
 use crate::format::frame::{self, FrameError};
 use crate::format::segment::IndexEntry;
-use crate::limits::BLOCK_SIZE;
+use crate::limits::{BLOCK_SIZE, FRAME_HEADER_BYTES};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
@@ -130,6 +131,7 @@ pub fn scan(data: &[u8], base_offset: u64, max_payload: u32, index_interval: u64
     let mut pos = 0usize;
     let mut next = base_offset;
     let mut crc = 0u32;
+    let mut frame_crc = FrameCrc::default();
     let mut first_ts = None;
     let mut last_ts;
     let mut pending_batch = 0u64;
@@ -155,7 +157,16 @@ pub fn scan(data: &[u8], base_offset: u64, max_payload: u32, index_interval: u64
             break;
         }
         index.note(next, BLOCK_SIZE + pos as u64);
-        crc = crc32c::crc32c_append(crc, &data[pos..pos + len]);
+        // `decode` verified the frame's own crc, so the running crc extends from it.
+        crc = if len >= crc::MIN_FRAME {
+            frame_crc.append(
+                crc,
+                &data[pos..pos + len],
+                FRAME_HEADER_BYTES - 4 + h.payload_len as usize,
+            )
+        } else {
+            crc32c::crc32c_append(crc, &data[pos..pos + len])
+        };
         first_ts.get_or_insert(h.timestamp_ns);
         last_ts = h.timestamp_ns;
         pos += len;
