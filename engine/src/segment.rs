@@ -2,7 +2,7 @@
 //! ones waiting for their seal, and sealed ones read from disk through their sparse index.
 
 use crate::error::{Error, Result};
-use crate::format::crc::{self, FrameCrc};
+use crate::format::crc::FrameCrc;
 use crate::format::frame;
 use crate::format::scan::IndexBuilder;
 use crate::format::segment::align_down;
@@ -131,12 +131,8 @@ impl ActiveSegment {
         let frame_crc = &mut self.frame_crc;
         self.data_crc = self.staging.append(&self.file, self.end_pos, len, |out| {
             frame::encode_into(out, offset, timestamp_ns, tag, batch_continues, payload);
-            if len >= crc::MIN_FRAME {
-                // From the frame's own crc, without a second pass over its bytes.
-                frame_crc.append(data_crc, out, FRAME_HEADER_BYTES - 4 + payload.len())
-            } else {
-                crc32c::crc32c_append(data_crc, out)
-            }
+            // From the frame's own crc where that pays (see `format::crc`).
+            frame_crc.append(data_crc, out, FRAME_HEADER_BYTES - 4 + payload.len())
         });
         self.end_pos += len as u64;
         debug_assert_eq!(self.staging.end(), Some(self.end_pos));

@@ -5,7 +5,7 @@
 //! an earlier write at the same place. Frames of a batch are accepted together once the
 //! frame that ends the batch is accepted, so a torn batch vanishes whole.
 
-use crate::format::crc::{self, FrameCrc};
+use crate::format::crc::FrameCrc;
 use crate::format::frame::{self, FrameError};
 use crate::format::segment::IndexEntry;
 use crate::limits::{BLOCK_SIZE, FRAME_HEADER_BYTES};
@@ -158,15 +158,8 @@ pub fn scan(data: &[u8], base_offset: u64, max_payload: u32, index_interval: u64
         }
         index.note(next, BLOCK_SIZE + pos as u64);
         // `decode` verified the frame's own crc, so the running crc extends from it.
-        crc = if len >= crc::MIN_FRAME {
-            frame_crc.append(
-                crc,
-                &data[pos..pos + len],
-                FRAME_HEADER_BYTES - 4 + h.payload_len as usize,
-            )
-        } else {
-            crc32c::crc32c_append(crc, &data[pos..pos + len])
-        };
+        let covered = FRAME_HEADER_BYTES - 4 + h.payload_len as usize;
+        crc = frame_crc.append(crc, &data[pos..pos + len], covered);
         first_ts.get_or_insert(h.timestamp_ns);
         last_ts = h.timestamp_ns;
         pos += len;
