@@ -175,8 +175,8 @@ pub struct Config {
     /// writes are large but memory stays bounded. Default 1 MiB.
     pub flush_threshold_bytes: u64,
     /// Writes of one log that may be in flight at once, each at most `flush_threshold_bytes`
-    /// (and each a copy of its bytes in memory until it completes). More keep a fast device
-    /// busy while the shard copies the next write; a write that ends mid-block still waits
+    /// (each holds its staging chunk in memory until it completes). More keep a fast device
+    /// busy while the shard stages the next write; a write that ends mid-block still waits
     /// for its predecessor, so small flushes gain nothing. Default 4.
     pub flush_writes_in_flight: usize,
     /// `Memory`-mode data is flushed at least this often. Default 10 ms.
@@ -218,9 +218,10 @@ pub struct Config {
     /// memory) when `RLIMIT_MEMLOCK` allows. Write and read buffers that do not fit come
     /// from the heap instead: a 1 MiB buffer is then mapped, faulted in and unmapped for every
     /// write, which was measured as stalls of up to 1-2 ms on the shard (Memory appends at
-    /// half load: p99.9 320-1300 µs with a 2 MiB pool, 116-140 µs with 8 MiB). Keep it above
-    /// `flush_writes_in_flight` x `flush_threshold_bytes` (rounded up to a power of two) for
-    /// each log that writes at full speed. Default 8 MiB.
+    /// half load: p99.9 320-1300 µs with a 2 MiB pool, 116-140 µs with 8 MiB). Records are
+    /// staged in these buffers too (see `flush_pool_bytes`). Keep it above
+    /// (`flush_writes_in_flight` + 1) x `flush_threshold_bytes` (rounded up to a power of two)
+    /// for each log that writes at full speed. Default 8 MiB.
     pub io_memory_bytes: usize,
     /// io_uring submission depth per ring. Default 128.
     pub ring_depth: usize,
