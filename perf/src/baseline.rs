@@ -80,29 +80,27 @@ pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
         for p in 0..spec.concurrency {
             let (log, spec) = (log.clone(), spec.clone());
             threads.push(std::thread::spawn(
-                move || -> std::io::Result<(hdrhistogram::Histogram<u64>, u64)> {
+                move || -> std::io::Result<(hdrhistogram::Histogram<u64>, u64, u64)> {
                     let mut h = new_hist();
                     let mut n = 0u64;
+                    let mut bytes = 0u64;
                     let mut k = 0u64;
                     let buf = vec![0xA5u8; spec.size.max];
                     while let Some(intended) = send_time(start, end, rate, k) {
                         while Instant::now() < intended {
                             std::hint::spin_loop();
                         }
-                        let len = if spec.size.min == spec.size.max {
-                            spec.size.min
-                        } else {
-                            spec.size.min + ((k * 2654435761 + p as u64) as usize % (spec.size.max - spec.size.min + 1))
-                        };
+                        let len = spec.size.pick(p as u64, k);
                         log.append(&buf[..len], spec.mode)?;
                         let done = Instant::now();
                         if done >= measure_from {
                             h.saturating_record(done.duration_since(intended).as_nanos() as u64);
                             n += 1;
+                            bytes += len as u64;
                         }
                         k += 1;
                     }
-                    Ok((h, n))
+                    Ok((h, n, bytes))
                 },
             ));
         }
@@ -112,11 +110,12 @@ pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut hist = new_hist();
-    let mut records = 0;
+    let (mut records, mut bytes) = (0, 0);
     for t in threads {
-        let (h, n) = t.join().expect("baseline thread")?;
+        let (h, n, b) = t.join().expect("baseline thread")?;
         hist.add(&h).ok();
         records += n;
+        bytes += b;
     }
     pb.finish_and_clear();
     let _ = std::fs::remove_dir_all(&root);
@@ -125,7 +124,7 @@ pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
         spec: spec.clone(),
         records,
         records_per_s: records as f64 / secs,
-        mb_per_s: records as f64 * (spec.size.min + spec.size.max) as f64 / 2.0 / secs / 1e6,
+        mb_per_s: bytes as f64 / secs / 1e6,
         latency: Latency::from_hist(&hist),
     })
 }

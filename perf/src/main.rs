@@ -80,7 +80,8 @@ struct WorkloadArgs {
     shards: usize,
     #[arg(long, default_value_t = 1)]
     logs: usize,
-    /// Record size in bytes, or a range `MIN..MAX`.
+    /// Record size in bytes, or a range `MIN..MAX` (each record drawn uniformly from it; MB/s
+    /// counts the bytes appended).
     #[arg(long, default_value = "1024")]
     size: Size,
     #[arg(long, default_value_t = 1)]

@@ -68,15 +68,19 @@ impl std::str::FromStr for Size {
 }
 
 impl Size {
-    fn pick(&self, x: u64) -> usize {
+    /// The size of producer `seed`'s record number `k`: uniform over the range, from a hash of
+    /// both. (It was `k` modulo the range, a ramp: a run shorter than the range never reached
+    /// its upper part.)
+    pub(crate) fn pick(&self, seed: u64, k: u64) -> usize {
         if self.min == self.max {
-            self.min
-        } else {
-            self.min + (x % (self.max - self.min + 1) as u64) as usize
+            return self.min;
         }
-    }
-    fn mean(&self) -> f64 {
-        (self.min + self.max) as f64 / 2.0
+        // splitmix64's finalizer.
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.wrapping_add(0xD1B5_4A32_D192_ED03);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        self.min + (x % (self.max - self.min + 1) as u64) as usize
     }
 }
 
@@ -481,7 +485,7 @@ pub fn run_with(
     }
     let mut per_shard = vec![0u64; engine.shards()];
     for (i, n) in names.iter().enumerate() {
-        per_shard[h.shard_of(n)] += per_log[i];
+        per_shard[h.shard_of(n)] += per_log[i].records;
     }
     let mut stats = Vec::new();
     for s in 0..engine.shards() {
@@ -491,12 +495,13 @@ pub fn run_with(
     engine.close()?;
     let _ = std::fs::remove_dir_all(&root);
     let secs = spec.duration.as_secs_f64();
-    let records: u64 = per_log.iter().sum();
+    let records: u64 = per_log.iter().map(|t| t.records).sum();
+    let bytes: u64 = per_log.iter().map(|t| t.bytes).sum();
     Ok(RunResult {
         spec: spec.clone(),
         records,
         records_per_s: records as f64 / secs,
-        mb_per_s: records as f64 * spec.size.mean() / secs / 1e6,
+        mb_per_s: bytes as f64 / secs / 1e6,
         per_shard_records_per_s: per_shard.iter().map(|&r| r as f64 / secs).collect(),
         latency: Latency::from_hist(&hist),
         cpu_cores: cpu,
@@ -520,7 +525,21 @@ async fn sleep_until(at: Instant) {
     }
 }
 
-type Outcome = Result<(Histogram<u64>, Vec<u64>), aof_engine::Error>;
+type Outcome = Result<(Histogram<u64>, Vec<Counted>), aof_engine::Error>;
+
+/// Records acknowledged inside the measured window, and their payload bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counted {
+    records: u64,
+    bytes: u64,
+}
+
+impl Counted {
+    fn add(&mut self, records: u64, record_len: usize) {
+        self.records += records;
+        self.bytes += records * record_len as u64;
+    }
+}
 
 fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f64>, sh: &Arc<Shared>) -> Outcome {
     let mut replies = Vec::new();
@@ -530,7 +549,7 @@ fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f6
         replies.push(engine.spawn_on(shard, move |s| async move {
             let log = s.log(&name)?;
             let hist = Rc::new(RefCell::new(new_hist()));
-            let count = Rc::new(RefCell::new(0u64));
+            let count = Rc::new(RefCell::new(Counted::default()));
             let mut tasks = Vec::new();
             for p in 0..spec.concurrency {
                 let (log, hist, count, spec, sh) = (log.clone(), hist.clone(), count.clone(), spec.clone(), sh.clone());
@@ -543,7 +562,7 @@ fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f6
                         if rate.is_some() {
                             sleep_until(intended).await;
                         }
-                        let len = spec.size.pick(seed.wrapping_mul(0x9E37_79B9).wrapping_add(k));
+                        let len = spec.size.pick(seed, k);
                         buf[0..8.min(len)].copy_from_slice(&k.to_le_bytes()[..8.min(len)]);
                         if spec.batch <= 1 {
                             log.append_record(NewRecord::new(&buf[..len]), spec.mode.durability())
@@ -557,7 +576,7 @@ fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f6
                         if done >= sh.measure_from && intended < sh.end {
                             hist.borrow_mut()
                                 .saturating_record(done.duration_since(intended).as_nanos() as u64);
-                            *count.borrow_mut() += spec.batch.max(1) as u64;
+                            count.borrow_mut().add(spec.batch.max(1) as u64, len);
                             tally.add(spec.batch.max(1) as u64);
                         }
                         k += 1;
@@ -593,9 +612,9 @@ fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Opti
             let (h, name, spec, sh) = (h.clone(), name.clone(), spec.clone(), sh.clone());
             threads.push((
                 li,
-                std::thread::spawn(move || -> Result<(Histogram<u64>, u64), aof_engine::Error> {
+                std::thread::spawn(move || -> Result<(Histogram<u64>, Counted), aof_engine::Error> {
                     let mut hist = new_hist();
-                    let mut count = 0u64;
+                    let mut count = Counted::default();
                     let seed = (li * 1000 + p) as u64;
                     let mut k = 0u64;
                     let mut tally = Tally::new(&sh.counter);
@@ -608,7 +627,7 @@ fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Opti
                                 std::hint::spin_loop();
                             }
                         }
-                        let len = spec.size.pick(seed.wrapping_mul(0x9E37_79B9).wrapping_add(k));
+                        let len = spec.size.pick(seed, k);
                         let d = spec.mode.durability();
                         if spec.batch <= 1 {
                             h.append(&name, vec![0xA5u8; len], d).wait()?;
@@ -619,7 +638,7 @@ fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Opti
                         let done = Instant::now();
                         if done >= sh.measure_from && intended < sh.end {
                             hist.saturating_record(done.duration_since(intended).as_nanos() as u64);
-                            count += spec.batch.max(1) as u64;
+                            count.add(spec.batch.max(1) as u64, len);
                             tally.add(spec.batch.max(1) as u64);
                         }
                         k += 1;
@@ -630,11 +649,12 @@ fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Opti
         }
     }
     let mut hist = new_hist();
-    let mut per_log = vec![0u64; names.len()];
+    let mut per_log = vec![Counted::default(); names.len()];
     for (li, t) in threads {
         let (hh, c) = t.join().expect("producer thread")?;
         hist.add(&hh).ok();
-        per_log[li] += c;
+        per_log[li].records += c.records;
+        per_log[li].bytes += c.bytes;
     }
     Ok((hist, per_log))
 }
