@@ -10,7 +10,6 @@ use crate::limits::BLOCK_SIZE;
 use crate::log::{Log, Spare};
 use crate::segment::{ActiveSegment, FileName, SealedSegment, Store};
 use crate::shard::ShardCore;
-use crate::staging::MIN_CHUNK;
 use futures_lite::future;
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 use glommio::timer::Timer;
@@ -299,9 +298,12 @@ pub fn issue_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) {
     }
 }
 
+/// The smallest write a producer issues itself: below it, the flusher's next turn does as well.
+const PRODUCER_WRITE_MIN: u64 = 64 << 10;
+
 fn issue_one_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) -> Option<Issued> {
     let cfg = &core.config;
-    let min_write = cfg.write_max_bytes().min(MIN_CHUNK as u64);
+    let min_write = cfg.write_max_bytes().min(PRODUCER_WRITE_MIN);
     let mut inner = log.inner.borrow_mut();
     // Nothing of a new segment may reach the disk before every earlier segment's data has
     // (the flusher writes and syncs a rolled segment first): otherwise a crash leaves a hole,
