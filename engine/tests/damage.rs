@@ -414,7 +414,14 @@ fn reused_segment_files_never_return_an_earlier_lifes_records() {
     // Single-record batches in the (reused) active segment, so any record can end the data.
     let segs = h.segments("t").wait().unwrap();
     let active = segs.last().unwrap().clone();
-    let old_bytes = std::fs::read(segs[0].path.as_ref().unwrap()).unwrap();
+    // An earlier segment's bytes, to stand for an earlier life's. Retention runs meanwhile and
+    // removes the oldest first (it once removed `segs[0]` between the listing and this read),
+    // so take the newest sealed segment whose file is still there.
+    let old_bytes = segs[..segs.len() - 1]
+        .iter()
+        .rev()
+        .find_map(|s| std::fs::read(s.path.as_ref()?).ok())
+        .expect("a sealed segment's file");
     let tail_from = i;
     for k in i..i + 300 {
         assert_eq!(
