@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::format::segment::{align_up, encode_seal, Trailer};
 use crate::fsops;
 use crate::limits::BLOCK_SIZE;
-use crate::log::{Log, Spare};
-use crate::segment::{ActiveSegment, FileName, SealedSegment, Store};
+use crate::log::{Log, LogInner, Spare};
+use crate::segment::{FileName, SealedSegment, Store};
 use crate::shard::ShardCore;
 use futures_lite::future;
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
@@ -219,42 +219,43 @@ struct Issued {
 /// Takes the next write of the open segment with base `base` (see
 /// `ActiveSegment::take_write`): a staged chunk, whole, with nothing copied.
 fn issue_write(log: &Log, core: &ShardCore, base: u64) -> Result<Issued> {
-    let missing = || Error::Corruption {
+    let mut inner = log.inner.borrow_mut();
+    let mut issued = put_in_flight(&mut inner, core, base).ok_or_else(|| Error::Corruption {
         path: log.dir.clone(),
         pos: 0,
-        detail: format!("segment {base} missing"),
-    };
-    let mut inner = log.inner.borrow_mut();
-    let s = inner.open_segment_mut(base).ok_or_else(missing)?;
-    let mut issued = put_in_flight(s, core).ok_or_else(missing)?;
+        detail: format!("segment {base} missing, or nothing staged in it to write"),
+    })?;
     issued.background =
         inner.want_written <= inner.written_upto && inner.want_synced <= inner.synced_upto && !inner.closing;
-    if inner.active.base_offset == base {
-        // A write that took every byte staged leaves only bytes appended later, whose age
-        // counts from their own first append.
-        if inner.active.unflushed_bytes() == 0 {
-            inner.unflushed_since = None;
-        }
-    }
     Ok(issued)
 }
 
-/// Puts the next write of `s` in flight, and returns it for `perform`.
-fn put_in_flight(s: &mut ActiveSegment, core: &ShardCore) -> Option<Issued> {
+/// Puts the next write of the open segment with base `base` in flight, and returns it for
+/// `perform`: `None` if there is no such segment or nothing staged in it.
+fn put_in_flight(inner: &mut LogInner, core: &ShardCore, base: u64) -> Option<Issued> {
+    let s = inner.open_segment_mut(base)?;
     let overlapped = s.inflight.iter().any(|w| !w.done);
     let (plan, buf) = s.take_write()?;
-    let mut st = core.stats.borrow_mut();
-    st.overlapped_writes += overlapped as u64;
-    st.head_block_writes += plan.head_only as u64;
-    Some(Issued {
-        base: s.base_offset,
+    {
+        let mut st = core.stats.borrow_mut();
+        st.overlapped_writes += overlapped as u64;
+        st.head_block_writes += plan.head_only as u64;
+    }
+    let issued = Issued {
+        base,
         pos: plan.pos,
         buf,
         file: s.file.clone(),
         path: s.path.clone(),
         head_only: plan.head_only,
         background: false,
-    })
+    };
+    // A write that took every byte staged leaves only bytes appended later, whose age counts
+    // from their own first append.
+    if inner.active.base_offset == base && inner.active.unflushed_bytes() == 0 {
+        inner.unflushed_since = None;
+    }
+    Some(issued)
 }
 
 /// Performs an issued write in a task of its own; failing it fails the log.
@@ -313,15 +314,12 @@ fn issue_one_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) -> Option<Issued> {
     if inner.failed.is_some() || inner.closing || !inner.earlier_segments_durable(base) {
         return None;
     }
-    let a = &mut inner.active;
+    let a = &inner.active;
     let whole = a.staging.front_is_full() && a.unflushed_bytes() >= min_write;
     if !whole || !a.can_issue(cfg.flush_writes_in_flight) {
         return None;
     }
-    let issued = put_in_flight(a, core)?;
-    if a.unflushed_bytes() == 0 {
-        inner.unflushed_since = None;
-    }
+    let issued = put_in_flight(&mut inner, core, base)?;
     core.stats.borrow_mut().producer_writes += 1;
     Some(issued)
 }

@@ -178,7 +178,6 @@ impl LogInner {
             name: FileName::Spare(spare_path),
             next_offset: base,
             end_pos: 0,
-            stage_pos: 0,
             staging: Staging::new(cfg.write_max_bytes()),
             disk_end: 0,
             inflight: VecDeque::new(),
@@ -279,7 +278,7 @@ impl Log {
         let first = inner.next_offset;
         let a = &mut inner.active;
         debug_assert_eq!(a.next_offset, first);
-        debug_assert_eq!(a.stage_pos + a.staging.len(), a.end_pos);
+        debug_assert_eq!(a.stage_pos() + a.staging.len(), a.end_pos);
         let n = recs.len();
         for (i, r) in recs.iter().enumerate() {
             let ts = r.timestamp_ns.unwrap_or(now);

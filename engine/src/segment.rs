@@ -83,7 +83,6 @@ pub struct ActiveSegment {
     pub name: FileName,
     pub next_offset: u64,
     pub end_pos: u64,
-    pub stage_pos: u64,
     pub staging: Staging,
     pub disk_end: u64,
     pub inflight: VecDeque<Write>,
@@ -108,6 +107,12 @@ pub struct ActiveSegment {
 impl ActiveSegment {
     pub fn record_count(&self) -> u64 {
         self.next_offset - self.base_offset
+    }
+
+    /// Where the staged bytes start: the first chunk's position, a block boundary (`end_pos`
+    /// when nothing is staged, which happens only on a block boundary too).
+    pub fn stage_pos(&self) -> u64 {
+        self.staging.front().map_or(self.end_pos, |c| c.pos)
     }
 
     /// Appends raw bytes (a segment header) at `end_pos`.
@@ -142,7 +147,7 @@ impl ActiveSegment {
     /// Bytes appended and not yet part of any write.
     pub fn unflushed_bytes(&self) -> u64 {
         let issued = self.inflight.back().map_or(0, |w| w.end);
-        self.end_pos - self.disk_end.max(self.stage_pos).max(issued)
+        self.end_pos - self.disk_end.max(self.stage_pos()).max(issued)
     }
 
     /// True if the segment has bytes that no write has taken yet.
@@ -174,10 +179,10 @@ impl ActiveSegment {
     /// worker preempted the shard or kept the writes of a growing log from running side by
     /// side. Both halves now complete inline.
     pub fn take_write(&mut self) -> Option<(WritePlan, Rc<DmaBuffer>)> {
-        debug_assert_eq!(self.stage_pos % BLOCK_SIZE, 0);
+        debug_assert_eq!(self.stage_pos() % BLOCK_SIZE, 0);
         debug_assert!(self.unflushed_bytes() > 0);
+        let head_written = self.head_block_written();
         let c = self.staging.take_front(&self.file, self.fresh_blocks)?;
-        debug_assert_eq!(c.pos, self.stage_pos, "writes take the staged bytes in file order");
         let end = c.end();
         let last = end == self.end_pos;
         let plan = WritePlan {
@@ -186,14 +191,15 @@ impl ActiveSegment {
             upto: last.then_some(self.next_offset),
             head_only: c.head && !last,
         };
-        debug_assert!(!plan.head_only || self.head_block_written());
-        self.stage_pos = align_down(end);
-        debug_assert!(self.staging.front().is_none_or(|f| f.pos == self.stage_pos));
+        debug_assert!(!plan.head_only || head_written);
+        debug_assert_eq!(self.stage_pos(), align_down(end), "the next write follows this one");
         let buf = Rc::new(c.into_write_buffer());
-        debug_assert!(self
-            .inflight
-            .back()
-            .is_none_or(|w| w.end <= end && align_down(w.end) <= plan.pos));
+        debug_assert!(
+            self.inflight
+                .back()
+                .is_none_or(|w| w.end <= end && align_down(w.end) == plan.pos),
+            "writes follow each other"
+        );
         self.inflight.push_back(Write {
             pos: plan.pos,
             end,
@@ -208,7 +214,7 @@ impl ActiveSegment {
     /// mid-block), so the next write rewrites it.
     fn head_block_written(&self) -> bool {
         let issued = self.inflight.back().map_or(self.disk_end, |w| w.end.max(self.disk_end));
-        issued > self.stage_pos
+        issued > self.stage_pos()
     }
 
     /// Marks the write at `pos` complete and retires every completed write at the front.
@@ -252,7 +258,7 @@ impl ActiveSegment {
         let mut out = Vec::with_capacity(len);
         let mut at = pos;
         while at < end {
-            if at >= self.stage_pos {
+            if at >= self.stage_pos() {
                 self.staging.read(at, end, &mut out);
                 break;
             }
@@ -273,7 +279,7 @@ impl ActiveSegment {
     pub fn memory_floor(&self) -> u64 {
         self.inflight
             .front()
-            .map_or(self.stage_pos, |w| w.pos.min(self.stage_pos))
+            .map_or(self.stage_pos(), |w| w.pos.min(self.stage_pos()))
     }
 }
 
@@ -422,7 +428,6 @@ mod tests {
             name: FileName::Real,
             next_offset: 1,
             end_pos: 0,
-            stage_pos: 0,
             staging: Staging::new(max_write),
             disk_end: 0,
             inflight: VecDeque::new(),
@@ -460,7 +465,7 @@ mod tests {
             let p = issue(&mut s);
             assert_eq!((p.pos, p.len, p.upto), (4 * BLOCK_SIZE, block + 300, Some(1)));
             assert_eq!(s.inflight.len(), 3);
-            assert_eq!(s.stage_pos, 5 * BLOCK_SIZE, "the partial tail block stays staged");
+            assert_eq!(s.stage_pos(), 5 * BLOCK_SIZE, "the partial tail block stays staged");
             s.append_bytes(&all[first..]);
 
             let check = |s: &ActiveSegment| {
@@ -510,7 +515,7 @@ mod tests {
                 // The first write ends mid-block: nothing was written before it, so it is whole.
                 let p = issue(&mut s);
                 assert!(!p.head_only);
-                assert_eq!(s.stage_pos, 2 * BLOCK_SIZE);
+                assert_eq!(s.stage_pos(), 2 * BLOCK_SIZE);
                 assert!(!s.can_issue(4), "no write while one ending mid-block runs");
                 s.complete_write(0);
                 s.append_bytes(&all[first..]);
