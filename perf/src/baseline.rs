@@ -2,7 +2,7 @@
 //! group commit (one fdatasync covers every append that finished before it started), driven
 //! by the same workload generator as the engine (foreign threads).
 
-use crate::workload::{new_hist, progress, send_time, Latency, Mode, Spec};
+use crate::workload::{new_hist, progress, send_time, Counted, Latency, Mode, Spec};
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
@@ -80,10 +80,9 @@ pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
         for p in 0..spec.concurrency {
             let (log, spec) = (log.clone(), spec.clone());
             threads.push(std::thread::spawn(
-                move || -> std::io::Result<(hdrhistogram::Histogram<u64>, u64, u64)> {
+                move || -> std::io::Result<(hdrhistogram::Histogram<u64>, Counted)> {
                     let mut h = new_hist();
-                    let mut n = 0u64;
-                    let mut bytes = 0u64;
+                    let mut n = Counted::default();
                     let mut k = 0u64;
                     let buf = vec![0xA5u8; spec.size.max];
                     while let Some(intended) = send_time(start, end, rate, k) {
@@ -95,12 +94,11 @@ pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
                         let done = Instant::now();
                         if done >= measure_from {
                             h.saturating_record(done.duration_since(intended).as_nanos() as u64);
-                            n += 1;
-                            bytes += len as u64;
+                            n.add(1, len);
                         }
                         k += 1;
                     }
-                    Ok((h, n, bytes))
+                    Ok((h, n))
                 },
             ));
         }
@@ -110,21 +108,20 @@ pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut hist = new_hist();
-    let (mut records, mut bytes) = (0, 0);
+    let mut total = Counted::default();
     for t in threads {
-        let (h, n, b) = t.join().expect("baseline thread")?;
+        let (h, n) = t.join().expect("baseline thread")?;
         hist.add(&h).ok();
-        records += n;
-        bytes += b;
+        total.merge(n);
     }
     pb.finish_and_clear();
     let _ = std::fs::remove_dir_all(&root);
     let secs = spec.duration.as_secs_f64();
     Ok(BaselineResult {
         spec: spec.clone(),
-        records,
-        records_per_s: records as f64 / secs,
-        mb_per_s: bytes as f64 / secs / 1e6,
+        records: total.records,
+        records_per_s: total.records as f64 / secs,
+        mb_per_s: total.bytes as f64 / secs / 1e6,
         latency: Latency::from_hist(&hist),
     })
 }

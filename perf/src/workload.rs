@@ -529,15 +529,20 @@ type Outcome = Result<(Histogram<u64>, Vec<Counted>), aof_engine::Error>;
 
 /// Records acknowledged inside the measured window, and their payload bytes.
 #[derive(Debug, Clone, Copy, Default)]
-struct Counted {
-    records: u64,
-    bytes: u64,
+pub(crate) struct Counted {
+    pub records: u64,
+    pub bytes: u64,
 }
 
 impl Counted {
-    fn add(&mut self, records: u64, record_len: usize) {
+    pub(crate) fn add(&mut self, records: u64, record_len: usize) {
         self.records += records;
         self.bytes += records * record_len as u64;
+    }
+
+    pub(crate) fn merge(&mut self, other: Counted) {
+        self.records += other.records;
+        self.bytes += other.bytes;
     }
 }
 
@@ -653,8 +658,7 @@ fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Opti
     for (li, t) in threads {
         let (hh, c) = t.join().expect("producer thread")?;
         hist.add(&hh).ok();
-        per_log[li].records += c.records;
-        per_log[li].bytes += c.bytes;
+        per_log[li].merge(c);
     }
     Ok((hist, per_log))
 }
