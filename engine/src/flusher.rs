@@ -8,6 +8,7 @@ use crate::format::segment::{align_up, encode_seal, Trailer};
 use crate::fsops;
 use crate::limits::BLOCK_SIZE;
 use crate::log::{Log, LogInner, Spare};
+use crate::rush::rushed;
 use crate::segment::{FileName, SealedSegment, Store};
 use crate::shard::ShardCore;
 use futures_lite::future;
@@ -225,8 +226,7 @@ fn issue_write(log: &Log, core: &ShardCore, base: u64) -> Result<Issued> {
         pos: 0,
         detail: format!("segment {base} missing, or nothing staged in it to write"),
     })?;
-    issued.background =
-        inner.want_written <= inner.written_upto && inner.want_synced <= inner.synced_upto && !inner.closing;
+    issued.background = !inner.someone_waits();
     Ok(issued)
 }
 
@@ -362,8 +362,11 @@ async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
     let punt = w.background && core.io_workers_elsewhere;
     let write = if punt {
         w.file.write_rc_at_punted(w.buf.clone(), w.pos).await
-    } else {
+    } else if w.background {
         w.file.write_rc_at(w.buf.clone(), w.pos).await
+    } else {
+        core.stats.borrow_mut().rushed_io += 1;
+        rushed(w.file.write_rc_at(w.buf.clone(), w.pos)).await
     };
     let n = write.map_err(|e| Error::glommio("write", &w.path, e))?;
     if n != w.buf.len() {
@@ -502,16 +505,21 @@ async fn sync_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     Ok(())
 }
 
-/// fdatasyncs the open (active or rolled) segment with base `base`.
+/// fdatasyncs the open (active or rolled) segment with base `base`; rushed to the kernel if
+/// an append waits on it (a rolled segment's sync may be Memory data's alone).
 async fn fdatasync_segment(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
-    let (file, path) = {
+    let (file, path, waited_on) = {
         let i = log.inner.borrow();
         let s = i.open_segment(base).expect("segment being synced is open");
-        (s.file.clone(), s.path.clone())
+        (s.file.clone(), s.path.clone(), i.someone_waits())
     };
-    file.fdatasync()
-        .await
-        .map_err(|e| Error::glommio("fdatasync", &path, e))?;
+    let synced = if waited_on {
+        core.stats.borrow_mut().rushed_io += 1;
+        rushed(file.fdatasync()).await
+    } else {
+        file.fdatasync().await
+    };
+    synced.map_err(|e| Error::glommio("fdatasync", &path, e))?;
     core.stats.borrow_mut().fdatasyncs += 1;
     Ok(())
 }

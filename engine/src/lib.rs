@@ -37,6 +37,7 @@ mod read;
 mod record;
 mod recovery;
 mod reply;
+mod rush;
 mod segment;
 mod shard;
 mod staging;

@@ -118,6 +118,12 @@ impl LogInner {
         debug_assert!(self.written_upto <= self.next_offset);
     }
 
+    /// True if an append (or `close`) is waiting for bytes to be written or synced: I/O done
+    /// now is I/O someone waits on, and is rushed to the kernel (`rush`).
+    pub fn someone_waits(&self) -> bool {
+        self.want_written > self.written_upto || self.want_synced > self.synced_upto || self.closing
+    }
+
     /// True if every segment before the open segment `base` has its data on disk and synced
     /// (a rolled segment's seal has started). A segment's bytes may be written only then: a
     /// crash must never leave an earlier segment's unwritten tail as a hole in front of later

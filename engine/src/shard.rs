@@ -496,6 +496,9 @@ pub struct ShardStats {
     /// Writes issued by the Synced or Written append that filled them, not by the flusher
     /// (`flusher::issue_full_write`).
     pub producer_writes: u64,
+    /// Writes and fdatasyncs an append waited on, submitted to the kernel when started rather
+    /// than at the executor's next trip through its reactor (`rush`).
+    pub rushed_io: u64,
     /// Data files whose blocks were freed on the shard's thread after all, because a read
     /// held the file too long (`fsops::delete_data_file`); each may have stalled the shard.
     pub deletes_on_shard: u64,

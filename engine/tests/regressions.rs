@@ -747,6 +747,8 @@ fn writes_nobody_waits_for_go_to_io_workers_on_other_cpus() {
     } else {
         assert_eq!(st.punted_writes, 0, "punted with no CPU to spare: {st:?}");
     }
+    // Nobody waits on Memory data: its writes go with the reactor's next batch (`rush`).
+    assert_eq!(st.rushed_io, 0, "a background write was rushed: {st:?}");
     let punted = st.punted_writes;
     for i in 3000..3300u64 {
         let p = payload(9, i, 700);
@@ -757,6 +759,11 @@ fn writes_nobody_waits_for_go_to_io_workers_on_other_cpus() {
     assert_eq!(
         st.punted_writes, punted,
         "a write a Synced append waited for was punted: {st:?}"
+    );
+    // Each Synced append waited on a write and an fdatasync, both rushed to the kernel.
+    assert!(
+        st.rushed_io >= 2,
+        "nothing a Synced append waited on was rushed: {st:?}"
     );
     assert_log(&h, "p", &expect);
     e.close().unwrap();

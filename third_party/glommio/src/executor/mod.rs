@@ -2123,6 +2123,30 @@ impl ExecutorProxy {
         };
     }
 
+    /// aof patch: ends the running task queue's turn at the next task boundary, as if the
+    /// preemption period had run out, so the executor passes through its reactor (submitting
+    /// the I/O queued so far, reaping completions) before it runs another task.
+    ///
+    /// I/O a task starts is only queued: it reaches the kernel at the executor's next trip
+    /// through the reactor, which a busy task queue takes once per preemption period. Call
+    /// this after starting I/O that something is waiting on, so the device gets it now and
+    /// not after every other runnable task has had its turn. Outside an executor it does
+    /// nothing.
+    #[inline]
+    pub fn preempt_soon(&self) {
+        #[cfg(not(feature = "native-tls"))]
+        if LOCAL_EX.is_set() {
+            LOCAL_EX.with(|local_ex| local_ex.reactor.sys.request_preempt());
+        }
+
+        #[cfg(feature = "native-tls")]
+        unsafe {
+            if let Some(ex) = LOCAL_EX.as_ref() {
+                ex.reactor.sys.request_preempt();
+            }
+        }
+    }
+
     /// Conditionally yields the current task queue. The scheduler may then
     /// process other task queues according to their latency requirements.
     /// If a call to this function results in the current queue to yield,

@@ -1941,6 +1941,13 @@ impl Reactor {
         Ok(should_sleep)
     }
 
+    /// aof patch: makes `need_preempt` true until the next `wait` (see
+    /// `ExecutorProxy::preempt_soon`).
+    #[inline]
+    pub(crate) fn request_preempt(&self) {
+        self.preempt_due.set(true);
+    }
+
     /// aof patch: true once the preemption deadline set by the last `wait` has passed.
     /// The clock (~27 ns through the vDSO) is read on every call: reading it on every
     /// fourth call only let three more polls of a task that yields after ~45 us of work
