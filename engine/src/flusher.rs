@@ -27,6 +27,8 @@ enum Action {
     /// fdatasync what is written.
     Sync,
     MakeSpare,
+    /// Give back the staging memory an idle log holds beyond the smallest chunk.
+    ReleaseIdle,
     /// Swap the spare in: by age, or because `roll` was asked for.
     Roll,
     Wait(Option<Duration>),
@@ -121,6 +123,15 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
             log.spare_waited.notify_all();
         }
     }
+    // A log that has taken no append for `IDLE_RELEASE` gives back its staging chunk if it is
+    // larger than the smallest: it was sized for the log's last burst (up to the largest
+    // write) and otherwise stays held for as long as the log stays idle.
+    let release_in =
+        (!closing && !unflushed && i.active.inflight.is_empty() && i.active.staging.holds_more_than_idle())
+            .then(|| IDLE_RELEASE.saturating_sub(i.drained_at.map_or(IDLE_RELEASE, |t| t.elapsed())));
+    if release_in == Some(Duration::ZERO) {
+        return Action::ReleaseIdle;
+    }
     let idle = !unflushed
         && i.active.inflight.is_empty()
         && !i.sync_in_flight
@@ -134,7 +145,7 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
     let flush_in = age
         .filter(|_| unflushed && can_issue)
         .map(|a| cfg.flush_interval.saturating_sub(a));
-    let wait = [flush_in, aged.filter(|d| !d.is_zero()), hold]
+    let wait = [flush_in, aged.filter(|d| !d.is_zero()), hold, release_in]
         .into_iter()
         .flatten()
         .min();
@@ -178,6 +189,11 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
                 // blocking pool); flushes and syncs carry on meanwhile.
                 log.inner.borrow_mut().spare_in_progress = true;
                 glommio::spawn_local(make_spare(log.clone(), core.clone())).detach();
+                Ok(())
+            }
+            Action::ReleaseIdle => {
+                let freed = log.inner.borrow_mut().active.release_idle_staging();
+                core.stats.borrow_mut().idle_staging_released_bytes += freed;
                 Ok(())
             }
             Action::Roll => {
@@ -254,6 +270,7 @@ fn put_in_flight(inner: &mut LogInner, core: &ShardCore, base: u64) -> Option<Is
     // from their own first append.
     if inner.active.base_offset == base && inner.active.unflushed_bytes() == 0 {
         inner.unflushed_since = None;
+        inner.drained_at = Some(Instant::now());
     }
     Some(issued)
 }
@@ -298,6 +315,9 @@ pub fn issue_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) {
         }
     }
 }
+
+/// How long a log takes no append before it gives back its staging chunk (`ReleaseIdle`).
+const IDLE_RELEASE: Duration = Duration::from_millis(100);
 
 /// The smallest write a producer issues itself: below it, the flusher's next turn does as well.
 const PRODUCER_WRITE_MIN: u64 = 64 << 10;

@@ -68,6 +68,9 @@ pub struct LogInner {
     pub unacked: VecDeque<(u64, u64, Durability)>,
     /// When the oldest unflushed byte of the active segment was appended.
     pub unflushed_since: Option<Instant>,
+    /// When a write last took every byte staged in the active segment: with nothing unflushed
+    /// since, the log has been idle that long (`flusher`, releasing its staging chunk).
+    pub drained_at: Option<Instant>,
     /// A preallocated file ready to become the next segment.
     pub spare: Option<Spare>,
     pub spare_wanted: bool,

@@ -163,6 +163,7 @@ fn new_log(meta: &LogMeta, dir: PathBuf, sealed: Vec<SealedSegment>, active: Act
             want_synced: next,
             unacked: VecDeque::new(),
             unflushed_since: None,
+            drained_at: None,
             spare: None,
             spare_wanted: false,
             spare_in_progress: false,

@@ -150,6 +150,13 @@ impl ActiveSegment {
         self.end_pos - self.disk_end.max(self.stage_pos()).max(issued)
     }
 
+    /// Gives back the staging memory an idle log holds beyond the smallest chunk (see
+    /// `Staging::release_idle`); returns the bytes released.
+    pub fn release_idle_staging(&mut self) -> u64 {
+        debug_assert!(!self.needs_write());
+        self.staging.release_idle(&self.file)
+    }
+
     /// True if the segment has bytes that no write has taken yet.
     pub fn needs_write(&self) -> bool {
         self.unflushed_bytes() > 0

@@ -173,6 +173,15 @@ impl ShardCore {
         let mut s = self.stats.borrow().clone();
         s.logs = self.logs.borrow().len();
         s.unflushed_bytes = self.unflushed.get();
+        s.staging_capacity_bytes = self
+            .logs
+            .borrow()
+            .values()
+            .map(|l| {
+                let i = l.inner.borrow();
+                i.active.staging.capacity() + i.rolled.iter().map(|r| r.staging.capacity()).sum::<u64>()
+            })
+            .sum();
         let h = self.hot.borrow();
         s.tier0_budget_bytes = self.config.shard_memory_budget_bytes;
         s.tier0_hot_bytes = h.bytes();
@@ -509,6 +518,11 @@ pub struct ShardStats {
     pub spare_waits: u64,
     /// Bytes appended and not yet written, now.
     pub unflushed_bytes: u64,
+    /// DMA memory the logs' staging chunks hold now (appended bytes, the partial block each
+    /// write leaves, and the chunks' free room).
+    pub staging_capacity_bytes: u64,
+    /// Staging memory given back by logs that went idle (`Staging::release_idle`).
+    pub idle_staging_released_bytes: u64,
     /// Tier0: the budget, hot bytes (decoded Tier1 frames kept for readers) and how full the
     /// two together are, in thousandths of the budget.
     pub tier0_budget_bytes: u64,

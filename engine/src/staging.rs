@@ -115,6 +115,47 @@ impl Staging {
         self.chunks.iter().map(|c| c.len as u64).sum()
     }
 
+    /// DMA memory held: every chunk's capacity.
+    pub fn capacity(&self) -> u64 {
+        self.chunks.iter().map(|c| c.cap() as u64).sum()
+    }
+
+    /// True if the staging holds or would next make a chunk larger than the smallest, while
+    /// holding no more than the partial block a write left (see `release_idle`).
+    pub fn holds_more_than_idle(&self) -> bool {
+        let min = MIN_CHUNK.min(self.max_cap);
+        let lone_big = match self.chunks.len() {
+            0 => false,
+            1 => {
+                let c = &self.chunks[0];
+                !c.head && c.cap() > min && c.len < BLOCK_SIZE as usize
+            }
+            _ => false,
+        };
+        lone_big || self.next_cap > min
+    }
+
+    /// For a log gone idle: a lone chunk holding only the partial block a write left is moved
+    /// into one of the smallest size, and the next chunk made is the smallest. Without it an
+    /// idle log keeps the chunk sized for its last burst (up to the largest write) for as long
+    /// as it stays idle. Returns the bytes of DMA memory given back.
+    pub fn release_idle(&mut self, file: &DmaFile) -> u64 {
+        let min = MIN_CHUNK.min(self.max_cap);
+        self.next_cap = min;
+        self.scratch = Vec::new();
+        let lone_big = self.chunks.len() == 1 && self.holds_more_than_idle();
+        if !lone_big {
+            return 0;
+        }
+        let c = self.chunks.pop_front().expect("one chunk");
+        self.push_chunk(file, c.pos, min, false);
+        let n = self.chunks.back_mut().expect("just made");
+        n.buf.as_bytes_mut()[..c.len].copy_from_slice(c.bytes());
+        n.len = c.len;
+        debug_assert!(!self.holds_more_than_idle());
+        (c.cap() - min) as u64
+    }
+
     /// One past the last staged byte, if any is staged.
     pub fn end(&self) -> Option<u64> {
         self.chunks.back().map(Chunk::end)
@@ -285,6 +326,47 @@ mod tests {
             }
             assert_eq!(held[0], Some(max as usize / 2), "at most half at once: {held:?}");
             assert_eq!(held.last(), Some(&Some(MIN_CHUNK)), "down to the smallest: {held:?}");
+        });
+    }
+
+    /// A log gone idle after a burst keeps one smallest chunk with its partial block, byte
+    /// for byte, and its next chunk is the smallest.
+    #[test]
+    fn an_idle_log_releases_all_but_the_smallest_chunk() {
+        crate::startup::with_dma_file("staging-idle", |file, _| async move {
+            let max = 1u64 << 20;
+            let mut st = Staging::new(max);
+            let mut at = 0u64;
+            for _ in 0..1024 {
+                st.push(&file, at, &[5u8; 4096]);
+                at += 4096;
+            }
+            while st.front_is_full() {
+                st.take_front(&file, false);
+            }
+            // The burst's last write ends mid-block: the chunk after it holds that block.
+            st.push(&file, at, &[6u8; 5000]);
+            at += 5000;
+            while !st.is_empty() && st.len() >= BLOCK_SIZE {
+                st.take_front(&file, false);
+            }
+            let tail_pos = align_down(at);
+            let mut before = Vec::new();
+            st.read(tail_pos, at, &mut before);
+            assert!(st.holds_more_than_idle(), "cap {} after the burst", st.capacity());
+            let held = st.capacity();
+            assert!(held > MIN_CHUNK as u64);
+            assert_eq!(st.release_idle(&file), held - MIN_CHUNK as u64);
+            assert_eq!(st.capacity(), MIN_CHUNK as u64);
+            assert!(!st.holds_more_than_idle());
+            assert_eq!(st.release_idle(&file), 0, "nothing more to give back");
+            let mut after = Vec::new();
+            st.read(tail_pos, at, &mut after);
+            assert_eq!(after, before, "the partial block moved intact");
+            // Staging goes on from there, and grows again from the smallest.
+            st.push(&file, at, &[7u8; 20000]);
+            assert_eq!(st.front().map(|c| c.buf.len()), Some(MIN_CHUNK));
+            assert_eq!(st.front().map(|c| c.pos), Some(tail_pos));
         });
     }
 

@@ -1536,3 +1536,95 @@ fn a_new_synced_log_rolls_early_onto_a_zero_filled_spare() {
     assert_eq!((st.early_rolls, st.segments_sealed), (0, 0), "{st:?}");
     e.close().unwrap();
 }
+
+/// A log that goes idle after a burst gives back its staging chunk: the chunk was sized for
+/// the burst's writes (up to `flush_threshold_bytes`) and used to stay held for as long as the
+/// log stayed idle. The logs run at a retention limit, so their segments are written over
+/// reused files: in a file's fresh blocks, the block a write leaves partial is held in a
+/// one-block chunk of its own anyway. The records kept are intact afterwards, and across a
+/// restart.
+#[test]
+fn idle_logs_give_back_their_staging_chunks() {
+    const LOGS: usize = 4;
+    let dir = tempdir("reg-idle-staging");
+    let cfg = || {
+        let mut c = raw_config(&dir, 1);
+        c.flush_threshold_bytes = 1 << 20;
+        c.segment_size_bytes = 2 << 20;
+        c.shard_memory_budget_bytes = 32 << 20;
+        c.recycle_segments = true;
+        c.retention = aof_engine::Retention {
+            max_age: None,
+            max_bytes: Some(4 << 20),
+        };
+        c
+    };
+    let e = start(cfg());
+    let h = e.handle();
+    let names: Vec<String> = (0..LOGS).map(|l| format!("idle{l}")).collect();
+    let mut expect = vec![Vec::new(); LOGS];
+    for n in &names {
+        h.create_log(n).wait_timeout(T).unwrap();
+    }
+    // A burst: batches of 64 records of ~1 KiB, 16 MiB per log.
+    for b in 0..256u64 {
+        for (l, n) in names.iter().enumerate() {
+            let batch: Vec<OwnedRecord> = (0..64u64)
+                .map(|k| OwnedRecord::new(payload(l, b * 64 + k, 1000 + (k % 5) as usize * 7)))
+                .collect();
+            h.append_batch(n, batch.clone(), Durability::Memory)
+                .wait_timeout(T)
+                .unwrap();
+            expect[l].extend(batch.into_iter().map(|r| r.payload));
+        }
+    }
+    // Idle now: within a few release periods every log is down to one smallest chunk.
+    let smallest = 16u64 << 10;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = h.stats(0).wait_timeout(T).unwrap();
+        if st.unflushed_bytes == 0 && st.staging_capacity_bytes <= LOGS as u64 * smallest {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle logs still hold their staging chunks: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.segments_recycled > 0, "no segment file was reused: {st:?}");
+    assert!(
+        st.idle_staging_released_bytes >= LOGS as u64 * smallest,
+        "no log released a chunk larger than the smallest: {st:?}"
+    );
+    // They stage and write as before.
+    for (l, n) in names.iter().enumerate() {
+        let p = payload(l, 1 << 20, 3000);
+        h.append(n, p.clone(), Durability::Synced).wait_timeout(T).unwrap();
+        expect[l].push(p);
+    }
+    let check = |h: &Handle, expect: &[Vec<Vec<u8>>]| {
+        for (n, expect) in names.iter().zip(expect) {
+            let (first, next, _) = h.offsets(n).wait_timeout(T).unwrap();
+            assert_eq!(next, expect.len() as u64, "{n}");
+            assert!(first > 0 && first < next, "{n}: retention kept {first}..{next}");
+            // A read ends at a segment's end; read on from there.
+            let mut at = first;
+            while at < next {
+                let got = h.read_from(n, at, usize::MAX, usize::MAX).wait_timeout(T).unwrap();
+                assert!(!got.is_empty(), "{n}: nothing read at {at} of {next}");
+                for r in got {
+                    assert_eq!(r.offset, at, "{n}");
+                    assert_eq!(&r.payload, &expect[at as usize], "{n} record {at}");
+                    at += 1;
+                }
+            }
+        }
+    };
+    check(&h, &expect);
+    e.close().unwrap();
+    let e = start(cfg());
+    assert_clean_recovery(&e);
+    check(&e.handle(), &expect);
+    e.close().unwrap();
+}
