@@ -221,7 +221,10 @@ pub struct Config {
     /// half load: p99.9 320-1300 µs with a 2 MiB pool, 116-140 µs with 8 MiB). Records are
     /// staged in these buffers too (see `flush_pool_bytes`). Keep it above
     /// (`flush_writes_in_flight` + 1) x `flush_threshold_bytes` (rounded up to a power of two)
-    /// for each log that writes at full speed. Default 8 MiB.
+    /// for each log that writes at full speed, and above what many producers keep staged at
+    /// once: 128 producers of 64 KiB Synced batches stage 8 MiB while the writes before
+    /// them run, and with an 8 MiB pool the shard spent 25-29 % of its time in the kernel
+    /// (mapping and faulting heap buffers) against 9-11 % with 32 or 64 MiB. Default 32 MiB.
     pub io_memory_bytes: usize,
     /// io_uring submission depth per ring. Default 128.
     pub ring_depth: usize,
@@ -315,7 +318,7 @@ impl Config {
             recycle_segments: true,
             zero_fill_spares_bytes_per_sec: Some(64 << 20),
             inbox_capacity: 4096,
-            io_memory_bytes: 8 << 20,
+            io_memory_bytes: 32 << 20,
             ring_depth: 128,
             spin_before_park: None,
             preempt_interval: Duration::from_micros(250),
