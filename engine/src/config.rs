@@ -177,7 +177,10 @@ pub struct Config {
     /// Writes of one log that may be in flight at once, each at most `flush_threshold_bytes`
     /// (each holds its staging chunk in memory until it completes). More keep a fast device
     /// busy while the shard stages the next write; a write that ends mid-block still waits
-    /// for its predecessor, so small flushes gain nothing. Default 4.
+    /// for its predecessor, so small flushes gain nothing. Default 8: with 4, 128 producers of
+    /// 64 KiB Synced batches staged faster than four writes drained, and the next write
+    /// waited for the shard's next trip through its reactor to reap a completion; the disk
+    /// had nothing in flight 33 % of the time (block-layer trace), 1 % with 8 or 16.
     pub flush_writes_in_flight: usize,
     /// `Memory`-mode data is flushed at least this often. Default 10 ms.
     pub flush_interval: Duration,
@@ -311,7 +314,7 @@ impl Config {
             max_record_bytes: 1 << 20,
             shard_memory_budget_bytes: 64 << 20,
             flush_threshold_bytes: 1 << 20,
-            flush_writes_in_flight: 4,
+            flush_writes_in_flight: 8,
             flush_interval: Duration::from_millis(10),
             index_interval_bytes: 16 << 10,
             preallocate: true,
