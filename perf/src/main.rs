@@ -7,6 +7,7 @@ mod baseline;
 mod cores;
 mod device;
 mod floor;
+mod ratio;
 mod report;
 mod tier2;
 mod workload;
@@ -64,6 +65,19 @@ enum Cmd {
     /// Tier2: append latency with the S3 bridge idle and with it uploading a backlog at full
     /// speed, the bridge's upload rate, and the object store's own raw PUT rate, in one run.
     Bridge(tier2::BridgeArgs),
+    /// The device's limit and one workload, alternated: each pair's ratio and their median
+    /// (the device drifts on a shared host; one pair can be off by a third).
+    Ratio {
+        #[command(flatten)]
+        w: WorkloadArgs,
+        /// Pairs to run.
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// Bytes of each device pass (1 MiB writes over written blocks). Shorter passes end
+        /// inside the device's ramp-up and understate it.
+        #[arg(long, default_value_t = 1 << 30)]
+        device_bytes: u64,
+    },
     /// The standard suite in under a minute on 2 cores: device, engine scenarios, baseline,
     /// scaling; writes report.md, report.json and charts.
     Quick {
@@ -190,6 +204,15 @@ fn check_cli(cli: &Cli) -> Res<()> {
             }
         }
         Cmd::Quick { secs } => check_secs("--secs", *secs)?,
+        Cmd::Ratio { w, pairs, device_bytes } => {
+            check_args(w)?;
+            if *pairs == 0 {
+                return Err("--pairs must be at least 1".into());
+            }
+            if *device_bytes < 1 << 20 {
+                return Err(format!("--device-bytes must be at least 1 MiB (1048576), not {device_bytes}").into());
+            }
+        }
         Cmd::Device { bytes, ops, .. } => {
             // Each pass writes whole 1 MiB blocks; fewer bytes would time nothing.
             if *bytes < 1 << 20 {
@@ -360,7 +383,49 @@ fn real_main(cli: Cli) -> Res<()> {
             slo_p999_us,
         } => sweep(&cli.dir, &cli.out, &w, max_shards, slo_p999_us)?,
         Cmd::Quick { secs } => quick(&cli.dir, &cli.out, secs)?,
+        Cmd::Ratio { w, pairs, device_bytes } => {
+            let spec = w.spec("ratio");
+            let device = || -> Res<f64> {
+                device_child(
+                    &cli.dir,
+                    &cli.out,
+                    &["--limit-only", "--bytes", &device_bytes.to_string()],
+                )?;
+                let b: device::Bandwidth =
+                    serde_json::from_str(&std::fs::read_to_string(cli.out.join("device-limit.json"))?)?;
+                Ok(b.mb_per_s)
+            };
+            let r = ratio::run(&cli.dir, &spec, pairs, device)?;
+            print!("{}", ratio::table(&r).markdown());
+            println!(
+                "\nengine / device over {} pairs: median {:.2}, from {:.2} to {:.2}",
+                r.pairs.len(),
+                r.median,
+                r.min,
+                r.max
+            );
+            write_json(&cli.out, "ratio.json", &serde_json::to_value(&r)?)?;
+        }
         Cmd::Bridge(b) => tier2::bridge(&cli.dir, &cli.out, &b)?,
+    }
+    Ok(())
+}
+
+/// Runs `aof-perf device ARGS` in a child process. An engine opened in a process where another
+/// glommio executor has already run and exited was seen to stall (not yet understood; see the
+/// notes on the perf issue), and a separate process also keeps the measurements apart.
+fn device_child(dir: &Path, out: &Path, args: &[&str]) -> Res<()> {
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--out")
+        .arg(out)
+        .arg("device")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(format!("device measurement ({}) failed: {status}", args.join(" ")).into());
     }
     Ok(())
 }
@@ -555,28 +620,10 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         .spec(label)
     };
     println!("# aof-perf quick ({secs} s per scenario)\n");
-    // The device is measured in a child process: an engine opened in a process where another
-    // glommio executor has already run and exited was seen to stall (not yet understood; see
-    // the notes on the perf issue), and a separate process also keeps the measurements apart.
-    let device_child = |args: &[&str], what: &str| -> Res<()> {
-        let status = std::process::Command::new(std::env::current_exe()?)
-            .arg("--dir")
-            .arg(dir)
-            .arg("--out")
-            .arg(out)
-            .arg("device")
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .status()?;
-        if !status.success() {
-            return Err(format!("{what} failed: {status}").into());
-        }
-        Ok(())
-    };
     // 1 GiB passes get past the device's ramp-up (see `device`); shortened runs (CI) only
     // need the files.
     let dev_bytes = if secs >= 1.0 { 1u64 << 30 } else { 64 << 20 }.to_string();
-    device_child(&["--bytes", &dev_bytes, "--ops", "1000"], "device measurement")?;
+    device_child(dir, out, &["--bytes", &dev_bytes, "--ops", "1000"])?;
     let dev: device::DeviceResult = serde_json::from_str(&std::fs::read_to_string(out.join("device.json"))?)?;
     println!("## Device\n\n{}", device_table(&dev).markdown());
     // The device's limit is its best sequential figure, which is over written blocks; the
@@ -645,7 +692,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     // The device's limit again, next to the bandwidth runs it is the yardstick for: on a shared
     // host it moved by a third between runs, and a limit measured low only at the start made
     // ratios above 1. The larger of the two is the limit.
-    device_child(&["--limit-only", "--bytes", &dev_bytes], "device limit measurement")?;
+    device_child(dir, out, &["--limit-only", "--bytes", &dev_bytes])?;
     let again: device::Bandwidth = serde_json::from_str(&std::fs::read_to_string(out.join("device-limit.json"))?)?;
     let dev_bw = dev_bw_start.max(again.mb_per_s);
     println!(
