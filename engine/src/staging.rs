@@ -124,14 +124,11 @@ impl Staging {
     /// holding no more than the partial block a write left (see `release_idle`).
     pub fn holds_more_than_idle(&self) -> bool {
         let min = MIN_CHUNK.min(self.max_cap);
-        let lone_big = match self.chunks.len() {
-            0 => false,
-            1 => {
-                let c = &self.chunks[0];
-                !c.head && c.cap() > min && c.len < BLOCK_SIZE as usize
-            }
-            _ => false,
-        };
+        let lone_big = self.chunks.len() == 1
+            && self
+                .chunks
+                .front()
+                .is_some_and(|c| !c.head && c.cap() > min && c.len < BLOCK_SIZE as usize);
         lone_big || self.next_cap > min
     }
 
