@@ -81,9 +81,9 @@ enum Cmd {
     /// The standard suite in under a minute on 2 cores: device, engine scenarios, baseline,
     /// scaling; writes report.md, report.json and charts.
     Quick {
-        /// Seconds per scenario (after a 0.5 s warm-up). 1.8 keeps the whole suite under a
+        /// Seconds per scenario (after a 0.5 s warm-up). 1.7 keeps the whole suite under a
         /// minute on a 2-core machine.
-        #[arg(long, default_value_t = 1.8)]
+        #[arg(long, default_value_t = 1.7)]
         secs: f64,
     },
 }
