@@ -54,9 +54,9 @@ impl Log {
 }
 
 pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
-    let root = dir.join(format!("baseline-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root)?;
+    let scratch = crate::scratch::Scratch::new(dir, "baseline-", "");
+    let root = scratch.path();
+    std::fs::create_dir_all(root)?;
     let mut logs = Vec::new();
     for i in 0..spec.logs {
         let p = root.join(format!("log-{i}"));
@@ -115,7 +115,8 @@ pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
         total.merge(n);
     }
     pb.finish_and_clear();
-    let _ = std::fs::remove_dir_all(&root);
+    drop(logs);
+    drop(scratch);
     let secs = spec.duration.as_secs_f64();
     Ok(BaselineResult {
         spec: spec.clone(),

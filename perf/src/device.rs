@@ -32,14 +32,14 @@ pub struct DeviceResult {
 }
 
 pub fn measure(dir: &Path, bytes_per_size: u64, latency_ops: u64) -> Result<DeviceResult, String> {
-    let path = dir.join(format!("device-probe-{}.dat", std::process::id()));
-    let p2 = path.clone();
+    let scratch = crate::scratch::Scratch::new(dir, "device-probe-", ".dat");
+    let p2 = scratch.path().to_path_buf();
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("aof-perf-device")
         .spawn(move || async move { run(&p2, bytes_per_size, latency_ops).await })
         .map_err(|e| e.to_string())?;
     let r = ex.join().map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&path);
+    drop(scratch);
     r
 }
 
@@ -47,8 +47,8 @@ pub fn measure(dir: &Path, bytes_per_size: u64, latency_ops: u64) -> Result<Devi
 /// pass over its written blocks, which is returned. Cheaper than `measure` (two passes), so
 /// `quick` can take it again right before the runs it is compared with.
 pub fn measure_limit(dir: &Path, bytes: u64) -> Result<Bandwidth, String> {
-    let path = dir.join(format!("device-limit-{}.dat", std::process::id()));
-    let p2 = path.clone();
+    let scratch = crate::scratch::Scratch::new(dir, "device-limit-", ".dat");
+    let p2 = scratch.path().to_path_buf();
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("aof-perf-device")
         .spawn(move || async move {
@@ -60,7 +60,7 @@ pub fn measure_limit(dir: &Path, bytes: u64) -> Result<Bandwidth, String> {
         })
         .map_err(|e| e.to_string())?;
     let r = ex.join().map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&path);
+    drop(scratch);
     r
 }
 

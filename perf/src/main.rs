@@ -9,6 +9,7 @@ mod device;
 mod floor;
 mod ratio;
 mod report;
+mod scratch;
 mod tier2;
 mod workload;
 
@@ -178,12 +179,18 @@ fn parse_profile(s: &str) -> Result<aof_engine::Profile, String> {
     aof_engine::Profile::parse(s).ok_or_else(|| format!("unknown profile {s:?}: use none, fast, balanced or compact"))
 }
 
-/// `Err` naming `flag` unless `secs` is a positive, finite number of seconds.
+/// The longest duration any flag takes: a day. Far past any useful measurement, and far below
+/// what the schedule's `Instant` arithmetic can hold (`--secs 1e30` once panicked there).
+const MAX_SECS: f64 = 86_400.0;
+
+/// `Err` naming `flag` unless `secs` is a positive number of seconds, at most `MAX_SECS`.
 fn check_secs(flag: &str, secs: f64) -> Result<(), String> {
-    if secs.is_finite() && secs > 0.0 {
+    if secs.is_finite() && secs > 0.0 && secs <= MAX_SECS {
         Ok(())
     } else {
-        Err(format!("{flag} must be a positive number of seconds, not {secs:?}"))
+        Err(format!(
+            "{flag} must be a positive number of seconds, at most {MAX_SECS} (a day), not {secs:?}"
+        ))
     }
 }
 
@@ -243,8 +250,12 @@ fn check_args(a: &WorkloadArgs) -> Res<()> {
         }
     }
     check_secs("--secs", a.secs)?;
-    if !(a.warmup_secs.is_finite() && a.warmup_secs >= 0.0) {
-        return Err(format!("--warmup-secs must be zero or more seconds, not {:?}", a.warmup_secs).into());
+    if !(a.warmup_secs.is_finite() && a.warmup_secs >= 0.0 && a.warmup_secs <= MAX_SECS) {
+        return Err(format!(
+            "--warmup-secs must be zero or more seconds, at most {MAX_SECS} (a day), not {:?}",
+            a.warmup_secs
+        )
+        .into());
     }
     if let Some(r) = a.rate {
         // Below one record a second the schedule says nothing a closed loop would not.
@@ -306,11 +317,34 @@ fn main() {
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {
         eprintln!("aof-perf: {e}");
+        if fills_the_disk(e.as_ref()) {
+            eprintln!(
+                "aof-perf: the data directory's file system is full (the run's own files are removed). \
+                 A growing log writes at the device's speed for --warmup-secs + --secs: give it a \
+                 shorter run, a --dir with more room, or keep the log at a size with --retention-mib."
+            );
+        }
         std::process::exit(1);
     }
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Whether `e` is the device running out of space (ENOSPC or EDQUOT), from the engine, the
+/// baseline's std::fs writes, or a device pass (whose errors arrive as text).
+fn fills_the_disk(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(e) = e.downcast_ref::<aof_engine::Error>() {
+        return e.is_storage_full();
+    }
+    if let Some(e) = e.downcast_ref::<std::io::Error>() {
+        return matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        );
+    }
+    let text = e.to_string();
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
+}
 
 /// Known heavy daemons left running on this machine (the test suite's Ceph gateway stays up
 /// after the bridge tests; several measurements were once taken beside it unawares).

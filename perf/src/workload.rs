@@ -411,8 +411,10 @@ pub fn run_with(
     spec: &Spec,
     beside: &dyn Fn(&Path) -> Option<Box<dyn std::any::Any>>,
 ) -> Result<RunResult, aof_engine::Error> {
-    let root: PathBuf = dir.join(format!("run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    // Declared before the engine, so dropped after it: the directory goes once the engine
+    // has closed, on the error paths too.
+    let scratch = crate::scratch::Scratch::new(dir, "run-", "");
+    let root: PathBuf = scratch.path().to_path_buf();
     if spec.backlog_mib > 0 {
         prefill_backlog(&root, spec)?;
     }
@@ -493,7 +495,7 @@ pub fn run_with(
     }
     drop(guard);
     engine.close()?;
-    let _ = std::fs::remove_dir_all(&root);
+    drop(scratch);
     let secs = spec.duration.as_secs_f64();
     let records: u64 = per_log.iter().map(|t| t.records).sum();
     let bytes: u64 = per_log.iter().map(|t| t.bytes).sum();

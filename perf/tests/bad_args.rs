@@ -18,6 +18,10 @@ fn bad_knobs_are_refused_before_anything_runs() {
         (&["run", "--secs", "0"], "--secs"),
         (&["run", "--secs", "NaN"], "--secs"),
         (&["run", "--warmup-secs", "inf"], "--warmup-secs"),
+        // Once panicked in the schedule's Instant arithmetic.
+        (&["run", "--secs", "1e30"], "--secs"),
+        (&["run", "--warmup-secs", "1e30"], "--warmup-secs"),
+        (&["quick", "--secs", "1e12"], "--secs"),
         (&["run", "--rate", "0"], "--rate"),
         (&["run", "--rate", "1e-300"], "--rate"),
         (&["run", "--writes-in-flight", "0"], "--writes-in-flight"),

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod loop_mount;
+
 use aof_engine::{Config, Durability, Engine, Error};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,144 @@
+//! The harness removes the data it writes however a run ends. A closed-loop Memory run writes
+//! about 2 GB a second; one that failed (the disk filled) left 68 GB behind in `run-<pid>`,
+//! and every later run failed with ENOSPC until it was removed by hand.
+
+#[path = "../../engine/tests/common/loop_mount.rs"]
+mod loop_mount;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn base(name: &str) -> PathBuf {
+    let b = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&b);
+    std::fs::create_dir_all(&b).unwrap();
+    b
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn perf(data: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_aof-perf"))
+        .arg("--dir")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("run aof-perf")
+}
+
+/// What killed runs left (kill -9, Ctrl-C) is removed by the next run; a name that is not the
+/// harness's, or whose process is alive, is kept; the run itself leaves nothing behind.
+#[test]
+fn leftovers_of_dead_runs_are_removed_and_a_run_leaves_nothing() {
+    let b = base("leftovers");
+    let (data, out) = (b.join("data"), b.join("out"));
+    // Above the kernel's pid ceiling (2^22): no process can have it.
+    let dead = 4_194_304 + 99;
+    for d in [
+        format!("run-{dead}"),
+        format!("baseline-{dead}"),
+        "run-1".into(),
+        "mine".into(),
+    ] {
+        std::fs::create_dir_all(data.join(&d).join("shard-000")).unwrap();
+        std::fs::write(data.join(&d).join("shard-000/seg"), vec![7u8; 1 << 20]).unwrap();
+    }
+    std::fs::write(data.join(format!("device-limit-{dead}.dat")), vec![7u8; 1 << 20]).unwrap();
+    let o = perf(
+        &data,
+        &out,
+        &["run", "--secs", "0.3", "--warmup-secs", "0", "--size", "256"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // PID 1 is alive, so its `run-1` is somebody's run in progress.
+    assert_eq!(names(&data), vec!["mine".to_string(), "run-1".to_string()]);
+    assert!(data.join("mine/shard-000/seg").exists());
+    let o = perf(
+        &data,
+        &out,
+        &["baseline", "--secs", "0.3", "--warmup-secs", "0", "--mode", "written"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(names(&data), vec!["mine".to_string(), "run-1".to_string()]);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+/// A run that fills the disk fails with the engine's error and a hint, and removes what it
+/// wrote: the file system is as empty afterwards as before.
+#[test]
+fn a_run_that_fills_the_disk_says_so_and_removes_its_data() {
+    if !loop_mount::running_as_root() {
+        eprintln!("SKIPPED a_run_that_fills_the_disk_says_so_and_removes_its_data: needs root to mount a loop device");
+        return;
+    }
+    let b = base("full");
+    let mount = match loop_mount::LoopMount::new(&b, "48M") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED a_run_that_fills_the_disk_says_so_and_removes_its_data: cannot mount a loop device: {why}"
+            );
+            return;
+        }
+    };
+    let data = mount.mnt.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let free_before = free_bytes(&mount.mnt);
+    // 4 MiB segments: a growing log passes 48 MiB within a fraction of a second.
+    let o = perf(
+        &data,
+        &b.join("out"),
+        &[
+            "run",
+            "--mode",
+            "written",
+            "--size",
+            "65536",
+            "--concurrency",
+            "4",
+            "--segment-mib",
+            "4",
+            "--secs",
+            "20",
+            "--warmup-secs",
+            "0",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a run on a 48 MiB disk did not fail: {err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("file system is full"), "no hint: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(names(&data).is_empty(), "left behind: {:?}", names(&data));
+    let free_after = free_bytes(&mount.mnt);
+    assert!(
+        free_after + (256 << 10) >= free_before,
+        "free space {free_before} before the run, {free_after} after"
+    );
+    drop(mount);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+fn free_bytes(p: &Path) -> u64 {
+    let o = Command::new("df")
+        .arg("-B1")
+        .arg("--output=avail")
+        .arg(p)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df output")
+}
