@@ -112,7 +112,8 @@ struct WorkloadArgs {
     secs: f64,
     #[arg(long, default_value_t = 1.0)]
     warmup_secs: f64,
-    /// Open loop at this many records/s in total (omit for closed loop, maximum throughput).
+    /// Open loop at this many records/s in total, counting each record of a batch (omit for
+    /// closed loop, maximum throughput). Latency is from each append's intended send time.
     #[arg(long)]
     rate: Option<f64>,
     /// Keep every shard busy with CPU work while measuring.
@@ -499,8 +500,14 @@ fn add_run(t: &mut Table, r: &RunResult) {
         format!("{}..{}", s.size.min, s.size.max)
     };
     let l = &r.latency;
+    // An overloaded open loop's figures are those of a queue, not of the offered load.
+    let label = if r.behind_schedule {
+        format!("{} (fell behind schedule)", s.label)
+    } else {
+        s.label.clone()
+    };
     t.row(vec![
-        s.label.clone(),
+        label,
         s.shards.to_string(),
         format!("{:?}", s.mode),
         format!(

@@ -98,6 +98,7 @@ pub struct Spec {
     pub duration: Duration,
     pub warmup: Duration,
     /// Total target records/s for an open-loop run; `None` = closed loop, as fast as it goes.
+    /// Records, not appends: with `batch` records an append, appends go at `rate / batch`.
     pub rate: Option<f64>,
     /// Keep each shard busy with a CPU-bound background task (to measure foreign-request
     /// latency against a loaded shard).
@@ -185,6 +186,12 @@ pub struct RunResult {
     pub cpu_cores: f64,
     /// The engine's own counters, per shard.
     pub engine: Vec<ShardStats>,
+    /// An open-loop run whose producers could not keep to the schedule: the offered rate is
+    /// beyond what the setup sustains (rates and latencies are then those of an overload).
+    pub behind_schedule: bool,
+    /// Appends an open loop that fell behind never sent: it stops at the window's end plus
+    /// the window's length again. Their latency is not in the percentiles.
+    pub unsent_appends: u64,
 }
 
 pub fn new_hist() -> Histogram<u64> {
@@ -365,7 +372,28 @@ struct Shared {
     start: Instant,
     measure_from: Instant,
     end: Instant,
+    /// An open loop that has fallen this far behind stops sending (at the window's end plus
+    /// its length again), so an overload ends rather than queueing for hours.
+    give_up: Instant,
+    /// Appends due in the window that were never sent because of `give_up`.
+    unsent: AtomicU64,
     counter: Arc<AtomicU64>,
+}
+
+impl Shared {
+    /// True if an open-loop producer about to send its append `k` is past `give_up`; the
+    /// appends it still owed the window are then counted in `unsent`.
+    fn gave_up(&self, rate: Option<f64>, k: u64) -> bool {
+        let Some(r) = rate else { return false };
+        // A clock read per record would add to the latency the open loop measures; every
+        // 64th append is soon enough to stop.
+        if !k.is_multiple_of(64) || Instant::now() < self.give_up {
+            return false;
+        }
+        let due = (self.end.duration_since(self.start).as_secs_f64() * r).ceil() as u64;
+        self.unsent.fetch_add(due.saturating_sub(k), Ordering::Relaxed);
+        true
+    }
 }
 
 /// A producer's count of measured records, published to the progress counter in steps: one
@@ -426,7 +454,9 @@ pub fn run_with(
         h.create_log(n).wait()?;
     }
     let producers = (names.len() * spec.concurrency) as f64;
-    let per_producer_rate = spec.rate.map(|r| r / producers);
+    // Each scheduled send is one append of `batch` records (the rate once counted appends,
+    // so `--rate 20000 --batch 4` offered 80k records/s).
+    let per_producer_rate = spec.rate.map(|r| r / producers / spec.batch.max(1) as f64);
     let counter = Arc::new(AtomicU64::new(0));
     let busy_stop = Arc::new(AtomicBool::new(false));
     let mut busy = Vec::new();
@@ -451,6 +481,8 @@ pub fn run_with(
         start,
         measure_from: start + spec.warmup,
         end: start + spec.warmup + spec.duration,
+        give_up: start + spec.warmup + spec.duration * 2,
+        unsent: AtomicU64::new(0),
         counter: counter.clone(),
     });
     let total = spec.warmup + spec.duration;
@@ -477,6 +509,7 @@ pub fn run_with(
         Producer::Shard => run_on_shards(&engine, &names, spec, per_producer_rate, &shared),
         Producer::Foreign => run_foreign(&h, &names, spec, per_producer_rate, &shared),
     })?;
+    let finished = Instant::now();
     let cpu = (cpu_time() - cpu0).as_secs_f64() / start.elapsed().as_secs_f64();
     busy_stop.store(true, Ordering::Relaxed);
     if let Some(t) = trace {
@@ -496,10 +529,36 @@ pub fn run_with(
     drop(guard);
     engine.close()?;
     drop(scratch);
-    let secs = spec.duration.as_secs_f64();
+    // An open loop that could not keep up sends its last scheduled appends late and finishes
+    // after the window: its records took until then, so that is the time they are counted
+    // over (the offered rate would otherwise be reported as the achieved one).
+    let lag = finished.saturating_duration_since(shared.end);
+    let mut secs = spec.duration.as_secs_f64();
+    if spec.rate.is_some() {
+        secs = secs.max(finished.saturating_duration_since(shared.measure_from).as_secs_f64());
+    }
+    let behind = spec.rate.is_some() && lag > (spec.duration / 20).max(Duration::from_millis(50));
+    let unsent = shared.unsent.load(Ordering::Relaxed);
+    if behind {
+        eprintln!(
+            "aof-perf: warning: {}: the open loop fell behind its schedule (its last append completed \
+             {:.2} s after the window{}): this setup does not sustain the offered {} records/s; \
+             latencies include the queue, and rec/s is what was achieved",
+            spec.label,
+            lag.as_secs_f64(),
+            if unsent > 0 {
+                format!("; {unsent} appends due in it were never sent")
+            } else {
+                String::new()
+            },
+            spec.rate.unwrap_or_default()
+        );
+    }
     let records: u64 = per_log.iter().map(|t| t.records).sum();
     let bytes: u64 = per_log.iter().map(|t| t.bytes).sum();
     Ok(RunResult {
+        behind_schedule: behind,
+        unsent_appends: unsent,
         spec: spec.clone(),
         records,
         records_per_s: records as f64 / secs,
@@ -566,6 +625,9 @@ fn run_on_shards(engine: &Engine, names: &[String], spec: &Spec, rate: Option<f6
                     let mut k = 0u64;
                     let mut tally = Tally::new(&sh.counter);
                     while let Some(intended) = send_time(sh.start, sh.end, rate, k) {
+                        if sh.gave_up(rate, k) {
+                            break;
+                        }
                         if rate.is_some() {
                             sleep_until(intended).await;
                         }
@@ -626,6 +688,9 @@ fn run_foreign(h: &aof_engine::Handle, names: &[String], spec: &Spec, rate: Opti
                     let mut k = 0u64;
                     let mut tally = Tally::new(&sh.counter);
                     while let Some(intended) = send_time(sh.start, sh.end, rate, k) {
+                        if sh.gave_up(rate, k) {
+                            break;
+                        }
                         while Instant::now() < intended {
                             let left = intended - Instant::now();
                             if left > Duration::from_micros(200) {
