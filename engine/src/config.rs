@@ -343,9 +343,15 @@ impl Config {
     /// DMA pool memory one busy log takes: `flush_writes_in_flight` writes of
     /// `flush_threshold_bytes` and the chunk being appended to (records are staged in the
     /// buffers their writes send), each rounded up to a power of two by the pool's buddy
-    /// allocator. `io_memory_bytes` should be at least this (see there).
+    /// allocator. `io_memory_bytes` should be at least this (see there). Bytes staged or in
+    /// flight are unflushed, and appends wait once a shard's unflushed bytes reach
+    /// `shard_memory_budget_bytes`, so past that budget (and the chunk being filled) more
+    /// writes in flight never happen: with a 64 MiB threshold and the default budget, 128 MiB
+    /// rather than 9 x 64.
     pub fn flush_pool_bytes(&self) -> u64 {
-        self.flush_threshold_bytes.next_power_of_two() * (self.flush_writes_in_flight as u64 + 1)
+        let chunk = self.flush_threshold_bytes.next_power_of_two();
+        let writes = chunk * self.flush_writes_in_flight as u64;
+        writes.min(self.shard_memory_budget_bytes.next_power_of_two()) + chunk
     }
 
     /// The largest write of a segment, and the largest staging chunk (see `staging`).

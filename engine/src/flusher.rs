@@ -123,9 +123,10 @@ fn next_action(log: &Log, core: &ShardCore) -> Action {
             log.spare_waited.notify_all();
         }
     }
-    // A log that has taken no append for `IDLE_RELEASE` gives back its staging chunk if it is
-    // larger than the smallest: it was sized for the log's last burst (up to the largest
-    // write) and otherwise stays held for as long as the log stays idle.
+    // A log with nothing unflushed and no write in flight for `IDLE_RELEASE` after the write
+    // that drained it gives back its staging chunk if it is larger than the smallest: it was
+    // sized for the log's last burst (up to the largest write) and otherwise stays held for
+    // as long as the log stays idle.
     let release_in =
         (!closing && !unflushed && i.active.inflight.is_empty() && i.active.staging.holds_more_than_idle())
             .then(|| IDLE_RELEASE.saturating_sub(i.drained_at.map_or(IDLE_RELEASE, |t| t.elapsed())));

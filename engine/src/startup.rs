@@ -48,10 +48,12 @@ pub fn check_memory(cfg: &Config) -> Result<Vec<String>> {
     let write_bytes = cfg.flush_pool_bytes();
     if (cfg.io_memory_bytes as u64) < write_bytes {
         warnings.push(format!(
-            "io_memory_bytes {} is below (flush_writes_in_flight {} + 1) x flush_threshold_bytes {} \
-             (each rounded up to a power of two: the writes in flight and the chunk being appended \
-             to): write buffers will come from the heap, which stalls the shard while they are mapped and unmapped. Raise io_memory_bytes to at least {write_bytes}.",
-            cfg.io_memory_bytes, cfg.flush_writes_in_flight, cfg.flush_threshold_bytes
+            "io_memory_bytes {} is below what a busy log's writes take: flush_writes_in_flight {} \
+             writes of flush_threshold_bytes {} (at most shard_memory_budget_bytes {} of them) and \
+             the chunk being appended to, each rounded up to a power of two: write buffers will \
+             come from the heap, which stalls the shard while they are mapped and unmapped. Raise \
+             io_memory_bytes to at least {write_bytes}.",
+            cfg.io_memory_bytes, cfg.flush_writes_in_flight, cfg.flush_threshold_bytes, cfg.shard_memory_budget_bytes
         ));
     }
     let Some(limit) = memlock_limit() else {
@@ -224,13 +226,23 @@ mod tests {
         };
         assert!(!pool_warning(&cfg), "the defaults fit");
         cfg.io_memory_bytes = 3 << 20;
-        assert!(pool_warning(&cfg), "4 writes of 1 MiB and a chunk do not fit in 3 MiB");
+        assert!(pool_warning(&cfg), "8 writes of 1 MiB and a chunk do not fit in 3 MiB");
         cfg.flush_writes_in_flight = 2;
         assert!(!pool_warning(&cfg));
         // 600 KiB writes take 1 MiB blocks of the buddy allocator.
         cfg.flush_threshold_bytes = 600 << 10;
         cfg.flush_writes_in_flight = 3;
         assert!(pool_warning(&cfg));
+        // Past the memory budget no more writes are in flight: a 64 MiB threshold with a
+        // 64 MiB budget needs 128 MiB (a write and a chunk), not 9 x 64 MiB.
+        let mut big = Config::new("/nonexistent");
+        big.flush_threshold_bytes = 64 << 20;
+        assert_eq!(big.flush_pool_bytes(), 128 << 20);
+        let w = check_memory(&big).unwrap();
+        assert!(
+            w.iter().any(|w| w.ends_with(&format!("at least {}.", 128u64 << 20))),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -627,7 +627,8 @@ fn a_steady_memory_stream_is_written_in_threshold_sized_writes() {
     c.segment_size_bytes = 32 << 20;
     c.flush_threshold_bytes = 512 << 10;
     c.shard_memory_budget_bytes = 16 << 20;
-    c.io_memory_bytes = 4 << 20;
+    // (flush_writes_in_flight 8 + 1) x 512 KiB: buffers from the pool, not the heap.
+    c.io_memory_bytes = 8 << 20;
     let e = start(c);
     e.handle().create_log("m").wait_timeout(T).unwrap();
     let appended = e

@@ -148,8 +148,9 @@ struct WorkloadArgs {
     /// (`Config::io_worker_cpus = Spare`) instead of each shard's own core (the default)
     #[arg(long)]
     io_workers_spare: bool,
-    /// DMA buffer memory per shard in KiB (`Config::io_memory_bytes`, default: room for the
-    /// writes in flight plus 2 MiB). Smaller pools send write buffers to the heap.
+    /// DMA buffer memory per shard in KiB (`Config::io_memory_bytes`, default: the engine's
+    /// 32 MiB, or room for the writes in flight plus 2 MiB if that is more). Smaller pools
+    /// send write buffers to the heap.
     #[arg(long)]
     io_memory_kib: Option<u64>,
     /// Segment size in MiB (`Config::segment_size_bytes`, default 64). Each roll seals the

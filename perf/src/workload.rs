@@ -268,6 +268,9 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     }
     if let Some(mib) = spec.segment_mib {
         c.segment_size_bytes = mib << 20;
+        // A segment must hold two records of the largest size allowed: allowing only the
+        // workload's own lets small segments (`--segment-mib 1`) run records of small sizes.
+        c.max_record_bytes = (spec.size.max as u32).max(1);
     }
     c.recycle_segments = !spec.no_recycle;
     if spec.no_zero_fill {
