@@ -480,7 +480,7 @@ fn run_table() -> Table {
         "size",
         "rec/s",
         "MB/s",
-        "rec/s per shard",
+        "rec/s (MB/s) per shard",
         "p50 µs",
         "p90 µs",
         "p99 µs",
@@ -521,7 +521,8 @@ fn add_run(t: &mut Table, r: &RunResult) {
         format!("{:.1}", r.mb_per_s),
         r.per_shard_records_per_s
             .iter()
-            .map(|x| fmt_num(*x))
+            .zip(&r.per_shard_mb_per_s)
+            .map(|(n, mb)| format!("{} ({mb:.1})", fmt_num(*n)))
             .collect::<Vec<_>>()
             .join(" / "),
         format!("{:.2}", l.p50_us),

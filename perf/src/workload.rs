@@ -181,6 +181,7 @@ pub struct RunResult {
     pub records_per_s: f64,
     pub mb_per_s: f64,
     pub per_shard_records_per_s: Vec<f64>,
+    pub per_shard_mb_per_s: Vec<f64>,
     pub latency: Latency,
     /// Process CPU time (user + system) over wall time, in cores.
     pub cpu_cores: f64,
@@ -521,9 +522,9 @@ pub fn run_with(
     for b in busy {
         let _ = b.wait();
     }
-    let mut per_shard = vec![0u64; engine.shards()];
+    let mut per_shard = vec![Counted::default(); engine.shards()];
     for (i, n) in names.iter().enumerate() {
-        per_shard[h.shard_of(n)] += per_log[i].records;
+        per_shard[h.shard_of(n)].merge(per_log[i]);
     }
     let mut stats = Vec::new();
     for s in 0..engine.shards() {
@@ -566,7 +567,8 @@ pub fn run_with(
         records,
         records_per_s: records as f64 / secs,
         mb_per_s: bytes as f64 / secs / 1e6,
-        per_shard_records_per_s: per_shard.iter().map(|&r| r as f64 / secs).collect(),
+        per_shard_records_per_s: per_shard.iter().map(|c| c.records as f64 / secs).collect(),
+        per_shard_mb_per_s: per_shard.iter().map(|c| c.bytes as f64 / secs / 1e6).collect(),
         latency: Latency::from_hist(&hist),
         cpu_cores: cpu,
         engine: stats,

@@ -45,3 +45,54 @@ fn a_size_range_is_drawn_over_its_whole_span_and_reported_by_its_bytes() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Records/s and MB/s are reported per shard as well, and add up to the totals; each shard's
+/// MB/s is its own logs' bytes (two shards, logs of different sizes would show it).
+#[test]
+fn per_shard_rates_add_up_to_the_totals() {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-per-shard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let o = Command::new(env!("CARGO_BIN_EXE_aof-perf"))
+        .arg("--dir")
+        .arg(base.join("data"))
+        .arg("--out")
+        .arg(base.join("out"))
+        .args([
+            "run",
+            "--shards",
+            "2",
+            "--logs",
+            "4",
+            "--size",
+            "100..3000",
+            "--secs",
+            "0.4",
+            "--warmup-secs",
+            "0.1",
+        ])
+        .output()
+        .expect("run aof-perf");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("rec/s (MB/s) per shard"), "{stdout}");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("out/run.json")).expect("run.json")).expect("json");
+    let sum = |k: &str| -> (f64, usize) {
+        let v = run[k].as_array().unwrap_or_else(|| panic!("{k} missing: {run}"));
+        (v.iter().map(|x| x.as_f64().unwrap()).sum(), v.len())
+    };
+    let (mb, n) = sum("per_shard_mb_per_s");
+    let (recs, m) = sum("per_shard_records_per_s");
+    assert_eq!((n, m), (2, 2));
+    let total_mb = run["mb_per_s"].as_f64().unwrap();
+    let total_recs = run["records_per_s"].as_f64().unwrap();
+    assert!(
+        total_mb > 0.0 && (mb / total_mb - 1.0).abs() < 1e-9,
+        "{mb} vs {total_mb}"
+    );
+    assert!(
+        total_recs > 0.0 && (recs / total_recs - 1.0).abs() < 1e-9,
+        "{recs} vs {total_recs}"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
