@@ -123,6 +123,29 @@ fn crash_child_writer() {
                         writeln!(out, "ack {li} {o}").unwrap();
                     }
                 }
+                // Log 0 goes idle now and then for longer than the flusher's idle period, so
+                // its staging chunk is given back and its partial block moved to a small
+                // chunk, which the next appends rewrite: kills land on that path too.
+                if li == 0 && op.is_multiple_of(32) {
+                    // First a burst, so the chunks grow past the smallest (single Synced
+                    // appends keep them there): 96 KiB of Memory appends, more than a write.
+                    let mut burst = 0;
+                    while burst < 96 << 10 {
+                        let len = size_of(li, next);
+                        let o = h
+                            .append(&name, payload(li, next, len), Durability::Memory)
+                            .wait()
+                            .unwrap();
+                        assert_eq!(o, next);
+                        next += 1;
+                        burst += len;
+                    }
+                    out.flush().unwrap();
+                    std::thread::sleep(Duration::from_millis(115));
+                    let shard = h.shard_of(&name);
+                    let st = h.stats(shard).wait().unwrap();
+                    writeln!(out, "released {}", st.idle_staging_released_bytes).unwrap();
+                }
                 out.flush().unwrap();
             }
         }));
@@ -138,10 +161,18 @@ fn kill9_writer_never_loses_acknowledged_records() {
     let iterations = iterations(15);
     let mut rng = 0x1234_5678_9abc_def0u64 ^ std::process::id() as u64;
     let mut total_acked = 0usize;
+    let mut released = 0u64;
     let mut max_acked: HashMap<usize, u64> = HashMap::new();
     for it in 0..iterations {
         let run = Duration::from_millis(150 + next(&mut rng) % 600);
-        let acks: Vec<(usize, u64)> = run_then_kill("crash_child_writer", &dir, None, run)
+        let lines = run_then_kill("crash_child_writer", &dir, None, run);
+        released += lines
+            .iter()
+            .filter(|w| w.len() == 2 && w[0] == "released")
+            .map(|w| w[1].parse::<u64>().unwrap())
+            .max()
+            .unwrap_or(0);
+        let acks: Vec<(usize, u64)> = lines
             .iter()
             .filter(|w| w.len() == 3 && w[0] == "ack")
             .map(|w| (w[1].parse().unwrap(), w[2].parse().unwrap()))
@@ -209,6 +240,10 @@ fn kill9_writer_never_loses_acknowledged_records() {
     assert!(
         total_acked > 100,
         "the writer acknowledged too little to prove anything: {total_acked}"
+    );
+    assert!(
+        released > 0,
+        "no idle log ever gave back its staging chunk before a kill"
     );
 }
 
