@@ -104,17 +104,26 @@ fn data_dir() -> PathBuf {
 
 fn bench_handle(c: &mut Criterion) {
     let (first, last) = cores();
+    // (label, the shard's spin_before_park, the caller's reply_spin, the caller's core)
     let variants = [
-        ("park", None, last),
-        ("spin_1ms", Some(Duration::from_millis(1)), last),
-        ("park_same_core", None, first),
+        ("park", None, None, last),
+        ("spin_1ms", Some(Duration::from_millis(1)), None, last),
+        ("park_same_core", None, None, first),
+        ("reply_spin_100us", None, Some(Duration::from_micros(100)), last),
+        (
+            "reply_spin_100us_shard_spin_200us",
+            Some(Duration::from_micros(200)),
+            Some(Duration::from_micros(100)),
+            last,
+        ),
     ];
     let mut g = c.benchmark_group("submit/handle_append");
-    for (label, spin, caller) in variants {
+    for (label, spin, reply_spin, caller) in variants {
         let _ = std::fs::remove_dir_all(data_dir());
         let mut config = Config::new(data_dir());
         config.shards = 1;
         config.spin_before_park = spin;
+        config.reply_spin = reply_spin;
         let engine = Engine::open(config).expect("engine opens");
         let handle = engine.handle();
         handle.create_log(LOG).wait().expect("log created");

@@ -341,6 +341,7 @@ impl Handle {
                 self.shards()
             ))));
         };
+        let spin = self.inner.config.reply_spin;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |core: &ShardRef| {
             let fut = f(core.clone());
@@ -351,7 +352,7 @@ impl Handle {
         });
         if fail_fast {
             return match mailbox.try_send(job) {
-                Ok(()) => Reply::sent(rx),
+                Ok(()) => Reply::sent(rx).with_spin(spin),
                 Err(SendError::Closed) => Reply::ready(Err(Error::ShuttingDown)),
                 Err(SendError::Full(_)) => Reply::ready(Err(Error::InboxFull {
                     shard,
@@ -363,9 +364,9 @@ impl Handle {
         // like a message, so several can be issued before any is awaited. Only a full mailbox
         // defers the send to the Reply, which then waits for room.
         match mailbox.try_send(job) {
-            Ok(()) => Reply::sent(rx),
+            Ok(()) => Reply::sent(rx).with_spin(spin),
             Err(SendError::Closed) => Reply::ready(Err(Error::ShuttingDown)),
-            Err(SendError::Full(job)) => Reply::unsent(job, mailbox.clone(), rx),
+            Err(SendError::Full(job)) => Reply::unsent(job, mailbox.clone(), rx).with_spin(spin),
         }
     }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 pub struct Reply<T> {
     state: State<T>,
+    /// How long `wait` polls before parking (`Config::reply_spin`).
+    spin: Option<Duration>,
 }
 
 enum State<T> {
@@ -29,6 +31,7 @@ impl<T> Reply<T> {
     pub(crate) fn ready(r: Result<T>) -> Self {
         Reply {
             state: State::Ready(Some(r)),
+            spin: None,
         }
     }
 
@@ -39,15 +42,61 @@ impl<T> Reply<T> {
                 mailbox,
                 rx,
             },
+            spin: None,
         }
     }
 
     pub(crate) fn sent(rx: oneshot::Receiver<Result<T>>) -> Self {
-        Reply { state: State::Sent(rx) }
+        Reply {
+            state: State::Sent(rx),
+            spin: None,
+        }
     }
 
-    /// Blocks the calling thread until the shard answers. Never call this on a shard thread.
+    /// Sets how long `wait` polls before parking (the engine's `Config::reply_spin`).
+    pub(crate) fn with_spin(mut self, spin: Option<Duration>) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Blocks the calling thread until the shard answers: parks at once, or polls first for
+    /// `Config::reply_spin` if that is set. Never call this on a shard thread.
     pub fn wait(self) -> Result<T> {
+        match self.spin {
+            Some(spin) => self.wait_spinning(spin),
+            None => futures_lite::future::block_on(self),
+        }
+    }
+
+    /// Like [`wait`](Self::wait), but first polls for the answer for up to `spin` before the
+    /// thread parks. Parking costs the round trip a wake-up of the caller's thread, which on
+    /// an idle (virtual) CPU is tens of µs: a Memory append from another thread took p50
+    /// 70 µs parked here, most of it the two wake-ups, one of which this saves when the
+    /// answer comes within `spin`. The spin occupies the calling thread's CPU meanwhile, so
+    /// use it from threads that have a core to themselves, for requests that answer quickly
+    /// (Memory appends, reads of recent records), not for Synced appends (an fdatasync
+    /// takes hundreds of µs, longer than a spin worth its CPU).
+    pub fn wait_spinning(mut self, spin: Duration) -> Result<T> {
+        let deadline = std::time::Instant::now() + spin;
+        loop {
+            match &mut self.state {
+                State::Ready(r) => return r.take().unwrap_or(Err(Error::ShuttingDown)),
+                State::Sent(rx) => match rx.try_recv() {
+                    Ok(Some(r)) => return r,
+                    Ok(None) => {}
+                    // The shard dropped the request's sender: it stopped.
+                    Err(_) => return Err(Error::ShuttingDown),
+                },
+                // Waiting for room in a full mailbox: that wait is the shard's to end.
+                State::Unsent { .. } => break,
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+        }
         futures_lite::future::block_on(self)
     }
 

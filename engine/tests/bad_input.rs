@@ -507,6 +507,9 @@ fn config_errors_touch_nothing_on_disk() {
     let mut c = base.clone();
     c.segment_max_age = Some(Duration::ZERO);
     bad.push(("segment_max_age zero", c));
+    let mut c = base.clone();
+    c.reply_spin = Some(Duration::from_millis(11));
+    bad.push(("reply_spin above 10 ms", c));
     for (what, c) in bad {
         match Engine::open(c) {
             Err(Error::Config(msg)) => assert!(!msg.is_empty()),

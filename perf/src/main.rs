@@ -122,6 +122,10 @@ struct WorkloadArgs {
     /// Let idle shards busy-poll this many µs before parking (Config::spin_before_park).
     #[arg(long, default_value_t = 0)]
     spin_before_park_us: u64,
+    /// Foreign producers poll for each reply this many µs before parking
+    /// (`Config::reply_spin`; 0 = park at once).
+    #[arg(long, default_value_t = 0)]
+    reply_spin_us: u64,
     /// MiB of raw sealed segments per shard written before the run, so Tier1 compression has
     /// a backlog to work through during it (see `--no-compress` for the comparison run).
     #[arg(long, default_value_t = 0)]
@@ -296,6 +300,7 @@ impl WorkloadArgs {
             rate: self.rate,
             busy_shards: self.busy_shards,
             spin_before_park_us: self.spin_before_park_us,
+            reply_spin_us: self.reply_spin_us,
             backlog_mib: self.backlog_mib,
             compress: !self.no_compress,
             compression: self.compression,
@@ -646,6 +651,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             rate: None,
             busy_shards: false,
             spin_before_park_us: 0,
+            reply_spin_us: 0,
             backlog_mib: 0,
             no_compress: false,
             compression: aof_engine::Profile::Balanced,
@@ -683,7 +689,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     println!("Machine: a CPU-bound loop on 2 pinned threads does {machine_scaling:.2}x one thread's work.\n");
 
     let mut runs: Vec<RunResult> = Vec::new();
-    let total = 19;
+    let total = 20;
     let mut go = |s: Spec| -> Res<RunResult> {
         eprintln!("[{}/{total}] {}", runs.len() + 1, s.label);
         let r = workload::run(dir, &s)?;
@@ -716,7 +722,18 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     );
     let mut s = base("foreign memory, idle shard");
     s.producer = Producer::Foreign;
+    // A round trip builds no backlog worth warming past (15k a second of 256 B).
+    s.warmup = Duration::from_millis(200);
     let foreign = go(s.clone())?;
+    // The same with the caller and the shard each polling before they park
+    // (`Config::reply_spin`, `spin_before_park`): neither waits for its thread to be woken.
+    let mut spun = s.clone();
+    spun.label = "foreign memory, idle shard, caller and shard spin".into();
+    spun.reply_spin_us = 100;
+    spun.spin_before_park_us = 200;
+    // 300k round trips a second: a second is plenty, and keeps quick under its minute.
+    spun.duration = spun.duration.min(Duration::from_secs(1));
+    let foreign_spun = go(spun)?;
     s.label = "foreign memory, busy shard".into();
     s.busy_shards = true;
     let foreign_busy = go(s.clone())?;
@@ -972,11 +989,16 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     );
     println!("## Targets\n\n{}", targets.markdown());
     println!(
-        "Foreign-thread Memory append round trip: idle shard p50 {:.1} / p99 {:.1} µs; busy shard p50 {:.1} / p99 {:.1} µs.\n",
+        "Foreign-thread Memory append round trip: idle shard p50 {:.1} / p99 {:.1} µs; busy shard p50 {:.1} / p99 {:.1} µs; \
+         idle shard with caller and shard spinning before they park (reply_spin 100 µs, spin_before_park 200 µs) \
+         p50 {:.1} / p99 {:.1} µs, {:.1}x the parked round trips a second.\n",
         foreign.latency.p50_us,
         foreign.latency.p99_us,
         foreign_busy.latency.p50_us,
         foreign_busy.latency.p99_us,
+        foreign_spun.latency.p50_us,
+        foreign_spun.latency.p99_us,
+        foreign_spun.records_per_s / foreign.records_per_s.max(1.0),
     );
 
     let pct = |f: fn(&workload::Latency) -> f64| {

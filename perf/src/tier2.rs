@@ -191,6 +191,7 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         rate: None,
         busy_shards: false,
         spin_before_park_us: 0,
+        reply_spin_us: 0,
         backlog_mib: a.backlog_mib,
         compress: true,
         // Stored frames: the backlog uploads at its full size, so the upload rate means

@@ -105,6 +105,9 @@ pub struct Spec {
     pub busy_shards: bool,
     /// `Config::spin_before_park` in µs (0 = park at once, the default).
     pub spin_before_park_us: u64,
+    /// Foreign producers poll each reply this many µs before parking (`Config::reply_spin`;
+    /// 0 = park at once).
+    pub reply_spin_us: u64,
     /// MiB of raw sealed segments written to each shard before the run (by an engine with
     /// Tier1 compression off), so that at the run's start every shard has a compression
     /// backlog to work through while the producers append.
@@ -248,6 +251,7 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     c.shards = spec.shards;
     c.max_record_bytes = c.max_record_bytes.max(spec.size.max as u32);
     c.spin_before_park = (spec.spin_before_park_us > 0).then(|| Duration::from_micros(spec.spin_before_park_us));
+    c.reply_spin = (spec.reply_spin_us > 0).then(|| Duration::from_micros(spec.reply_spin_us));
     c.tier1_compress = spec.compress;
     c.compression = spec.compression;
     c.tier2 = spec.tier2.then(aof_engine::Tier2Config::default);

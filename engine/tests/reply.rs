@@ -1,0 +1,111 @@
+//! A caller on another thread waits for the shard's answer parked, or (with
+//! `Config::reply_spin`, or `Reply::wait_spinning`) polling first. Both give the same answers;
+//! a spin that runs out parks instead of polling on; a stopped engine ends the wait either way.
+
+mod common;
+use aof_engine::{Durability, Error};
+use common::*;
+use std::time::{Duration, Instant};
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own; CLOCK_THREAD_CPUTIME_ID always exists.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn spinning_callers_get_the_same_answers() {
+    let dir = tempdir("reply-spin-answers");
+    let mut c = small_config(&dir, 2);
+    c.reply_spin = Some(Duration::from_micros(200));
+    let e = start(c);
+    let h = e.handle();
+    h.create_log("a").wait().unwrap();
+    let mut expect = Vec::new();
+    for i in 0..500u64 {
+        let p = payload(0, i, 1 + (i as usize * 37) % 3000);
+        let d = [Durability::Memory, Durability::Written, Durability::Synced][i as usize % 3];
+        assert_eq!(h.append("a", p.clone(), d).wait().unwrap(), i);
+        expect.push(p);
+    }
+    for (i, p) in expect.iter().enumerate() {
+        assert_eq!(&h.read("a", i as u64).wait().unwrap().payload, p);
+        // The per-call form, with a spin longer than the answer takes.
+        let r = h.read("a", i as u64).wait_spinning(Duration::from_millis(1)).unwrap();
+        assert_eq!(&r.payload, p);
+    }
+    // Errors come back the same way.
+    assert!(matches!(h.read("nope", 0).wait(), Err(Error::UnknownLog { .. })));
+    assert!(matches!(
+        h.read("a", 10_000).wait(),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+}
+
+/// A spin is bounded: an answer that takes longer than the spin is waited for parked, so the
+/// caller's CPU time is about the spin, not the wait. Without a spin the caller does not
+/// poll at all.
+#[test]
+fn a_spin_that_runs_out_parks() {
+    let dir = tempdir("reply-spin-parks");
+    let e = start(small_config(&dir, 1));
+    let h = e.handle();
+    h.create_log("w").wait().unwrap();
+    let answer_after = Duration::from_millis(150);
+    let waited = |spin: Option<Duration>, offset: u64| -> (Duration, Duration) {
+        // The record `offset` is appended by another thread after `answer_after`.
+        let h2 = h.clone();
+        let appender = std::thread::spawn(move || {
+            std::thread::sleep(answer_after);
+            h2.append("w", b"late".to_vec(), Durability::Memory).wait().unwrap()
+        });
+        let (t0, cpu0) = (Instant::now(), thread_cpu());
+        let r = h.wait_for("w", offset);
+        match spin {
+            Some(s) => r.wait_spinning(s).unwrap(),
+            None => r.wait().unwrap(),
+        }
+        let took = (t0.elapsed(), thread_cpu() - cpu0);
+        assert_eq!(appender.join().unwrap(), offset);
+        took
+    };
+    let (wall, cpu) = waited(Some(Duration::from_millis(20)), 0);
+    assert!(wall >= answer_after, "answered before the record existed: {wall:?}");
+    // It polled (CPU while it spun, allowing for the thread losing its core meanwhile)...
+    assert!(cpu >= Duration::from_millis(2), "a 20 ms spin used {cpu:?} of CPU");
+    // ...and then parked, rather than polling through the whole 150 ms.
+    assert!(
+        cpu < Duration::from_millis(100),
+        "the spin did not stop: {cpu:?} of CPU in {wall:?}"
+    );
+    let (wall, cpu) = waited(None, 1);
+    assert!(wall >= answer_after);
+    assert!(cpu < Duration::from_millis(2), "a parked wait used {cpu:?} of CPU");
+}
+
+#[test]
+fn a_spinning_wait_ends_when_the_engine_stops() {
+    let dir = tempdir("reply-spin-close");
+    let mut c = small_config(&dir, 1);
+    c.reply_spin = Some(Duration::from_millis(10));
+    let e = open(c);
+    let h = e.handle();
+    h.create_log("c").wait().unwrap();
+    // Waits for a record nobody appends; closing the engine must end it.
+    let r = h.wait_for("c", 5);
+    let waiter = std::thread::spawn(move || r.wait());
+    std::thread::sleep(Duration::from_millis(50));
+    e.close().unwrap();
+    let t0 = Instant::now();
+    let res = waiter.join().unwrap();
+    assert!(res.is_err(), "a wait for a record never appended succeeded: {res:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    // And a request to the stopped engine fails at once.
+    assert!(matches!(
+        h.append("c", b"x".to_vec(), Durability::Memory).wait(),
+        Err(Error::ShuttingDown)
+    ));
+}
