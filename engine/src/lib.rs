@@ -56,3 +56,11 @@ pub use recovery::{MissingFile, RecoveryReport};
 pub use reply::Reply;
 pub use shard::ShardStats;
 pub use tiering::{SegmentInfo, SegmentState};
+
+/// Checks that the existing directory `dir` is on durable storage that takes O_DIRECT, as
+/// `Engine::open` does for its data directory: memory file systems (tmpfs, ramfs) are
+/// refused with `Error::Environment`. For tools that write beside the engine (the perf
+/// harness's device and baseline measurements) and want the same rule.
+pub fn check_data_dir(dir: &std::path::Path) -> Result<()> {
+    startup::check_direct_io(dir)
+}

@@ -373,7 +373,17 @@ fn noisy_neighbours() -> Vec<String> {
 fn real_main(cli: Cli) -> Res<()> {
     // Refused before anything is created or run.
     check_cli(&cli)?;
+    // Every subcommand measures or writes engine data under --dir: on a memory file system
+    // the device pass would time memory and the baseline's fdatasync would be free, so it is
+    // refused as the engine refuses it (and a directory made here for it is removed again).
+    let made = !cli.dir.exists();
     std::fs::create_dir_all(&cli.dir)?;
+    if let Err(e) = aof_engine::check_data_dir(&cli.dir) {
+        if made {
+            let _ = std::fs::remove_dir(&cli.dir);
+        }
+        return Err(e.into());
+    }
     std::fs::create_dir_all(&cli.out)?;
     // `bridge` is usually pointed at that very gateway on purpose.
     let busy = noisy_neighbours();

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 /// The prefixes of the scratch paths the harness writes. Names outside this list are never
 /// touched, whatever else the directory holds.
-pub const PREFIXES: [&str; 4] = ["run-", "baseline-", "device-probe-", "device-limit-"];
+/// (`perf-<pid>` is a bridge run's objects in the default `file://` store, `--dir/tier2-store`.)
+pub const PREFIXES: [&str; 5] = ["run-", "baseline-", "device-probe-", "device-limit-", "perf-"];
 
 /// A path under `--dir` that is removed (file or directory) when this is dropped.
 #[derive(Debug)]

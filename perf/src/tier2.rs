@@ -155,6 +155,11 @@ async fn raw_put_rate(store: &AnyStore, dir: &Path, prefix: &str, concurrency: u
 pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
     let cfg = config(a, dir);
     cfg.validate()?;
+    // The default file:// store keeps this run's objects under `tier2-store/perf-<pid>`
+    // (the bridge's key prefix): removed when the run ends, as the engine's data is. Objects
+    // in a real S3 bucket stay under that prefix (the store has no listing to find them by).
+    let _objects = (a.endpoint.is_none() && a.target.is_none())
+        .then(|| crate::scratch::Scratch::new(&dir.join("tier2-store"), "perf-", ""));
     let rt = tokio::runtime::Runtime::new()?;
     // The raw PUT rate is the store's, not the pace's: measured unpaced.
     let mut raw_cfg = cfg.clone();

@@ -142,3 +142,63 @@ fn free_bytes(p: &Path) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .expect("df output")
 }
+
+/// A memory file system is refused for every subcommand, as the engine refuses it (the device
+/// pass would time memory, the baseline's fdatasync would cost nothing), and nothing is left
+/// there: a directory made for the run is removed again.
+#[test]
+fn memory_file_systems_are_refused_and_left_as_they_were() {
+    let shm = Path::new("/dev/shm");
+    let is_tmpfs = Command::new("stat")
+        .args(["-f", "-c", "%T", "/dev/shm"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs")
+        .unwrap_or(false);
+    if !is_tmpfs {
+        eprintln!("SKIPPED memory_file_systems_are_refused_and_left_as_they_were: /dev/shm is not a tmpfs here");
+        return;
+    }
+    let out = base("shm-out");
+    for args in [
+        &["device", "--bytes", "1048576", "--ops", "10"][..],
+        &["baseline", "--secs", "0.2"][..],
+        &["run", "--secs", "0.2"][..],
+    ] {
+        let data = shm.join(format!("aof-perf-shm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let o = perf(&data, &out, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "{args:?} ran on tmpfs: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(err.contains("memory file system"), "{args:?}: {err}");
+        assert!(!data.exists(), "{args:?} left {}", data.display());
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The bridge scenario's default object store (`file://`, under --dir) loses this run's
+/// objects when the run ends; they once stayed, a backlog's worth (256 MiB by default) a run.
+#[test]
+fn a_bridge_run_removes_its_objects_from_the_default_store() {
+    let b = base("bridge-objects");
+    let (data, out) = (b.join("data"), b.join("out"));
+    let o = perf(
+        &data,
+        &out,
+        &["bridge", "--secs", "0.3", "--backlog-mib", "4", "--pace-mib", "0"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("bridge.json").exists());
+    let store = data.join("tier2-store");
+    let left = if store.exists() { names(&store) } else { Vec::new() };
+    assert!(left.is_empty(), "objects left in the default store: {left:?}");
+    assert!(
+        !names(&data).iter().any(|n| n.starts_with("run-")),
+        "{:?}",
+        names(&data)
+    );
+    let _ = std::fs::remove_dir_all(&b);
+}
