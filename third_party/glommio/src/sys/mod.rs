@@ -306,9 +306,14 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // aof patch: pairs with the fence in `Reactor::wait` before the executor sleeps (in
+        // place of its `membarrier`): the waker's published work (queued waker, channel
+        // item) is ordered before its read of `should_notify`, so either this thread sees
+        // the flag set and writes the eventfd, or the sleeper's re-check sees the work.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
-            .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
             || force
         {

@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1900,10 +1900,15 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // aof patch: a full fence here and one in `SleepNotifier::notify`, instead of
+            // `sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` here and a compiler fence
+            // there (https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/).
+            // The membarrier interrupts every CPU running a thread of this process and waits
+            // for them: on a 2-vCPU KVM guest 16 us a call when the other vCPU runs one of
+            // ours (0.09 us when it does not), and an interrupt on that vCPU, at every park.
+            // With two shards, an io worker or a spinning caller on the other core, each
+            // executor's sleep cost that; a fence costs tens of ns on each side.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
