@@ -637,6 +637,29 @@ fn sweep(dir: &Path, out: &Path, w: &WorkloadArgs, max: Option<usize>, slo: f64)
             false,
         ),
     )?;
+    // The objective beside the measured tail, so the recommendation can be seen, not only read.
+    let recommended = best.map_or("none met the objective".to_string(), |r| {
+        format!("{} recommended", r.spec.shards)
+    });
+    std::fs::write(
+        out.join("sweep-latency.svg"),
+        line_chart(
+            &format!("p99.9 latency against shard count ({recommended})"),
+            "shards",
+            "p99.9 latency, µs (log)",
+            &[
+                Series {
+                    name: "p99.9".into(),
+                    points: pts(&|r| r.latency.p999_us),
+                },
+                Series {
+                    name: format!("objective {slo} µs"),
+                    points: vec![(1.0, slo), (max as f64, slo)],
+                },
+            ],
+            true,
+        ),
+    )?;
     write_json(
         out,
         "sweep.json",
@@ -1045,10 +1068,18 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         "Memory append throughput against shard count",
         "shards",
         "records/s",
-        &[Series {
-            name: "records/s".into(),
-            points: vec![(1.0, max1.records_per_s), (2.0, max2.records_per_s)],
-        }],
+        &[
+            Series {
+                name: "records/s".into(),
+                points: vec![(1.0, max1.records_per_s), (2.0, max2.records_per_s)],
+            },
+            // What the machine itself scales to in this run (a CPU-bound loop on 2 threads):
+            // the line the engine is measured against.
+            Series {
+                name: "machine's scaling".into(),
+                points: vec![(1.0, max1.records_per_s), (2.0, max1.records_per_s * machine_scaling)],
+            },
+        ],
         false,
     );
     std::fs::write(out.join("throughput-vs-shards.svg"), chart)?;

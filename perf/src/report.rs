@@ -51,8 +51,13 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
     if pts.is_empty() {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
+    let mut y_step = None;
     if !log_y {
         y0 = 0.0;
+        // Round gridlines (1, 2 or 5 x 10^k apart), the top one at or above the largest point.
+        let step = nice_step(y1 - y0, 5);
+        y1 = (y1 / step).ceil().max(1.0) * step;
+        y_step = Some(step);
     } else {
         y0 = y0.floor();
         y1 = y1.ceil().max(y0 + 1.0);
@@ -79,21 +84,33 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
         h - b
     );
     let _ = write!(s, r#"<line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="black"/>"#, h - b);
-    for i in 0..=5 {
-        let xv = x0 + (x1 - x0) * i as f64 / 5.0;
+    // Whole numbers stay whole (shard counts); other ranges get round steps from the first.
+    let x_step = nice_step(x1 - x0, 6);
+    let x_step = if pts.iter().all(|p| p.0.fract() == 0.0) {
+        x_step.max(1.0)
+    } else {
+        x_step
+    };
+    let x_ticks: Vec<f64> = (0..)
+        .map(|i| (x0 / x_step).ceil() * x_step + i as f64 * x_step)
+        .take_while(|&v| v <= x1 + x_step * 1e-9)
+        .collect();
+    for xv in x_ticks {
         let _ = write!(
             s,
             r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
             px(xv),
             h - b + 18.0,
-            fmt_num(xv)
+            fmt_tick(xv, x_step)
         );
     }
-    // Gridlines at each power of ten on a log axis, at fifths of the range on a linear one.
-    let ticks: Vec<f64> = if log_y {
-        (y0 as i32..=y1.ceil() as i32).map(|e| 10f64.powi(e)).collect()
-    } else {
-        (0..=5).map(|i| y0 + (y1 - y0) * i as f64 / 5.0).collect()
+    // Gridlines at each power of ten on a log axis, at round steps on a linear one.
+    let ticks: Vec<f64> = match y_step {
+        None => (y0 as i32..=y1.ceil() as i32).map(|e| 10f64.powi(e)).collect(),
+        Some(step) => (0..)
+            .map(|i| y0 + i as f64 * step)
+            .take_while(|&v| v <= y1 + step * 1e-9)
+            .collect(),
     };
     for yv in ticks {
         let _ = write!(
@@ -102,7 +119,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
             w - r,
             l - 6.0,
             py(yv) + 4.0,
-            fmt_num(yv),
+            y_step.map_or_else(|| fmt_num(yv), |st| fmt_tick(yv, st)),
             y = py(yv)
         );
     }
@@ -148,6 +165,32 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
     s
 }
 
+/// A step of 1, 2 or 5 x 10^k that divides `range` into at most `max_ticks` parts (and at
+/// least about half as many): 28,000 in at most 5 parts gives 10,000 (0, 10k, 20k, 30k);
+/// 2.4M in at most 6 gives 500k.
+pub fn nice_step(range: f64, max_ticks: usize) -> f64 {
+    if !(range.is_finite() && range > 0.0) {
+        return 1.0;
+    }
+    let raw = range / max_ticks.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * mag)
+}
+
+/// A tick label: whole numbers below 10,000 on a whole-number step without decimals ("2",
+/// not "2.0"), the rest as `fmt_num`.
+fn fmt_tick(v: f64, step: f64) -> String {
+    if step >= 1.0 && v.fract() == 0.0 && v.abs() < 1e4 {
+        format!("{v:.0}")
+    } else {
+        fmt_num(v)
+    }
+}
+
 pub fn fmt_num(v: f64) -> String {
     let a = v.abs();
     if a >= 1e6 {
@@ -160,5 +203,61 @@ pub fn fmt_num(v: f64) -> String {
         format!("{v:.1}")
     } else {
         format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_round_and_fit_the_tick_budget() {
+        assert_eq!(nice_step(28_000.0, 5), 10_000.0);
+        assert_eq!(nice_step(5_635.0, 5), 2_000.0);
+        assert_eq!(nice_step(2_400_000.0, 6), 500_000.0);
+        assert_eq!(nice_step(1.0, 6), 0.2);
+        assert_eq!(nice_step(7.0, 6), 2.0);
+        assert_eq!(nice_step(0.0, 5), 1.0);
+        assert_eq!(nice_step(f64::NAN, 5), 1.0);
+        for range in [0.3, 1.0, 3.7, 99.0, 1234.0, 5.5e6] {
+            let s = nice_step(range, 5);
+            let parts = range / s;
+            assert!((1.0..=5.0 + 1e-9).contains(&parts), "{range}: step {s}, {parts} parts");
+            let lead = s / 10f64.powf(s.log10().floor());
+            assert!(
+                [1.0, 2.0, 5.0].iter().any(|m| (lead - m).abs() < 1e-9),
+                "{range}: step {s}"
+            );
+        }
+    }
+
+    /// A shard sweep's axis is labelled at whole shard counts, and the y axis at round numbers
+    /// that reach past the largest point (it was fifths of the largest: 5635, 11k, 17k...).
+    #[test]
+    fn shard_counts_and_rates_get_round_labels() {
+        let svg = line_chart(
+            "t",
+            "shards",
+            "records/s",
+            &[Series {
+                name: "records/s".into(),
+                points: vec![(1.0, 11_900.0), (2.0, 28_177.0)],
+            }],
+            false,
+        );
+        let labels: Vec<&str> = svg
+            .split("text-anchor=\"middle\">")
+            .skip(1)
+            .map(|s| s.split('<').next().unwrap())
+            .collect();
+        assert!(labels.contains(&"1") && labels.contains(&"2"), "{labels:?}");
+        assert!(
+            !labels.iter().any(|l| l.contains('.')),
+            "fractional shard ticks: {labels:?}"
+        );
+        for want in [">0<", ">10k<", ">20k<", ">30k<"] {
+            assert!(svg.contains(want), "no {want} label");
+        }
+        assert!(!svg.contains(">5635<"));
     }
 }
