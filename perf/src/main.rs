@@ -62,6 +62,11 @@ enum Cmd {
         /// Latency objective: p99.9 at most this many microseconds.
         #[arg(long, default_value_t = 500.0)]
         slo_p999_us: f64,
+        /// Runs per shard count, in rounds over all counts; the recommendation uses each
+        /// count's median throughput and median p99.9 (one run can be off by a third on a
+        /// shared host).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// Tier2: append latency with the S3 bridge idle and with it uploading a backlog at full
     /// speed, the bridge's upload rate, and the object store's own raw PUT rate, in one run.
@@ -207,10 +212,14 @@ fn check_cli(cli: &Cli) -> Res<()> {
             w,
             max_shards,
             slo_p999_us,
+            repeat,
         } => {
             check_args(w)?;
             if *max_shards == Some(0) {
                 return Err("--max-shards must be at least 1".into());
+            }
+            if *repeat == 0 {
+                return Err("--repeat must be at least 1".into());
             }
             if !(slo_p999_us.is_finite() && *slo_p999_us > 0.0) {
                 return Err(format!("--slo-p999-us must be a positive number of µs, not {slo_p999_us:?}").into());
@@ -432,7 +441,8 @@ fn real_main(cli: Cli) -> Res<()> {
             w,
             max_shards,
             slo_p999_us,
-        } => sweep(&cli.dir, &cli.out, &w, max_shards, slo_p999_us)?,
+            repeat,
+        } => sweep(&cli.dir, &cli.out, &w, max_shards, slo_p999_us, repeat)?,
         Cmd::Quick { secs } => quick(&cli.dir, &cli.out, secs)?,
         Cmd::Ratio { w, pairs, device_bytes } => {
             let spec = w.spec("ratio");
@@ -597,49 +607,113 @@ fn device_table(d: &device::DeviceResult) -> Table {
     t
 }
 
-fn sweep(dir: &Path, out: &Path, w: &WorkloadArgs, max: Option<usize>, slo: f64) -> Res<()> {
+/// One shard count of a sweep: the medians of its runs.
+#[derive(Debug, Clone, serde::Serialize)]
+struct SweepPoint {
+    shards: usize,
+    runs: usize,
+    records_per_s: f64,
+    p999_us: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn sweep(dir: &Path, out: &Path, w: &WorkloadArgs, max: Option<usize>, slo: f64, repeat: usize) -> Res<()> {
     let max = max.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let mut t = run_table();
-    let mut results = Vec::new();
-    for n in 1..=max {
-        let mut a = w.clone();
-        a.shards = n;
-        a.logs = a.logs.max(n);
-        let r = workload::run(dir, &a.spec(&format!("{n} shard(s)")))?;
-        add_run(&mut t, &r);
-        results.push(r);
-    }
-    print!("{}", t.markdown());
-    let best = results
-        .iter()
-        .filter(|r| r.latency.p999_us <= slo)
-        .max_by(|a, b| a.records_per_s.total_cmp(&b.records_per_s));
-    match best {
-        Some(r) => println!(
-            "\nrecommendation: {} shard(s): {:.0} rec/s with p99.9 {:.0} µs ≤ {slo} µs",
-            r.spec.shards, r.records_per_s, r.latency.p999_us
-        ),
-        None => {
-            println!("\nrecommendation: no shard count met p99.9 ≤ {slo} µs; lower the load or relax the objective")
+    let mut results: Vec<RunResult> = Vec::new();
+    // Rounds over every count rather than one count's repeats in a row: a host that drifts
+    // during the sweep then moves every count alike.
+    for round in 1..=repeat {
+        for n in 1..=max {
+            let mut a = w.clone();
+            a.shards = n;
+            a.logs = a.logs.max(n);
+            let label = if repeat > 1 {
+                format!("{n} shard(s), round {round}")
+            } else {
+                format!("{n} shard(s)")
+            };
+            let r = workload::run(dir, &a.spec(&label))?;
+            add_run(&mut t, &r);
+            results.push(r);
         }
     }
-    let pts = |f: &dyn Fn(&RunResult) -> f64| results.iter().map(|r| (r.spec.shards as f64, f(r))).collect();
+    print!("{}", t.markdown());
+    let points: Vec<SweepPoint> = (1..=max)
+        .map(|n| {
+            let of_n: Vec<&RunResult> = results.iter().filter(|r| r.spec.shards == n).collect();
+            SweepPoint {
+                shards: n,
+                runs: of_n.len(),
+                records_per_s: median(of_n.iter().map(|r| r.records_per_s).collect()),
+                p999_us: median(of_n.iter().map(|r| r.latency.p999_us).collect()),
+            }
+        })
+        .collect();
+    if repeat > 1 {
+        let mut m = Table::new(&[
+            "shards",
+            "runs",
+            "median rec/s",
+            "median p99.9 µs",
+            "meets the objective",
+        ]);
+        for p in &points {
+            m.row(vec![
+                p.shards.to_string(),
+                p.runs.to_string(),
+                fmt_num(p.records_per_s),
+                format!("{:.1}", p.p999_us),
+                if p.p999_us <= slo { "yes" } else { "no" }.into(),
+            ]);
+        }
+        print!("\n{}", m.markdown());
+    }
+    let best = points
+        .iter()
+        .filter(|p| p.p999_us <= slo)
+        .max_by(|a, b| a.records_per_s.total_cmp(&b.records_per_s));
+    let of_runs = if repeat > 1 {
+        format!(" (medians of {repeat} runs)")
+    } else {
+        String::new()
+    };
+    match best {
+        Some(p) => println!(
+            "\nrecommendation: {} shard(s): {:.0} rec/s with p99.9 {:.0} µs ≤ {slo} µs{of_runs}",
+            p.shards, p.records_per_s, p.p999_us
+        ),
+        None => {
+            println!(
+                "\nrecommendation: no shard count met p99.9 ≤ {slo} µs{of_runs}; lower the load or relax the objective"
+            )
+        }
+    }
+    let pts = |f: &dyn Fn(&SweepPoint) -> f64| points.iter().map(|p| (p.shards as f64, f(p))).collect();
     std::fs::write(
         out.join("sweep-throughput.svg"),
         line_chart(
-            "Throughput against shard count",
+            &format!("Throughput against shard count{of_runs}"),
             "shards",
             "records/s",
             &[Series {
                 name: "records/s".into(),
-                points: pts(&|r| r.records_per_s),
+                points: pts(&|p| p.records_per_s),
             }],
             false,
         ),
     )?;
     // The objective beside the measured tail, so the recommendation can be seen, not only read.
-    let recommended = best.map_or("none met the objective".to_string(), |r| {
-        format!("{} recommended", r.spec.shards)
+    let recommended = best.map_or("none met the objective".to_string(), |p| {
+        format!("{} recommended", p.shards)
     });
     std::fs::write(
         out.join("sweep-latency.svg"),
@@ -650,7 +724,7 @@ fn sweep(dir: &Path, out: &Path, w: &WorkloadArgs, max: Option<usize>, slo: f64)
             &[
                 Series {
                     name: "p99.9".into(),
-                    points: pts(&|r| r.latency.p999_us),
+                    points: pts(&|p| p.p999_us),
                 },
                 Series {
                     name: format!("objective {slo} µs"),
@@ -663,7 +737,10 @@ fn sweep(dir: &Path, out: &Path, w: &WorkloadArgs, max: Option<usize>, slo: f64)
     write_json(
         out,
         "sweep.json",
-        &json!({ "slo_p999_us": slo, "runs": results, "recommended": best.map(|r| r.spec.shards) }),
+        &json!({
+            "slo_p999_us": slo, "repeat": repeat, "runs": results, "points": points,
+            "recommended": best.map(|p| p.shards),
+        }),
     )?;
     Ok(())
 }

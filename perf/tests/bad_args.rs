@@ -31,6 +31,7 @@ fn bad_knobs_are_refused_before_anything_runs() {
         (&["run", "--io-memory-kib", "0"], "--io-memory-kib"),
         (&["baseline", "--concurrency", "0"], "--concurrency"),
         (&["sweep-shards", "--max-shards", "0"], "--max-shards"),
+        (&["sweep-shards", "--repeat", "0"], "--repeat"),
         (&["sweep-shards", "--slo-p999-us=-5"], "--slo-p999-us"),
         (&["ratio", "--pairs", "0"], "--pairs"),
         (&["ratio", "--device-bytes", "4096"], "--device-bytes"),

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn sweep(name: &str, slo: &str) -> (String, serde_json::Value, PathBuf) {
+    sweep_with(name, slo, &[])
+}
+
+fn sweep_with(name: &str, slo: &str, more: &[&str]) -> (String, serde_json::Value, PathBuf) {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-sweep-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let out = base.join("out");
@@ -26,6 +30,7 @@ fn sweep(name: &str, slo: &str) -> (String, serde_json::Value, PathBuf) {
             "256",
         ])
         .args(["--slo-p999-us", slo])
+        .args(more)
         .output()
         .expect("run aof-perf");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -71,5 +76,48 @@ fn an_objective_nothing_meets_is_said_plainly() {
     assert!(stdout.contains("no shard count met"), "{stdout}");
     let svg = std::fs::read_to_string(base.join("out/sweep-latency.svg")).expect("chart");
     assert!(svg.contains("none met the objective"));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// With `--repeat`, every count runs that many times, in rounds, and the recommendation is
+/// made from each count's medians.
+#[test]
+fn repeated_sweeps_recommend_from_the_medians() {
+    let (stdout, j, base) = sweep_with("repeat", "1e9", &["--repeat", "3"]);
+    let runs = j["runs"].as_array().expect("runs");
+    let order: Vec<u64> = runs.iter().map(|r| r["spec"]["shards"].as_u64().unwrap()).collect();
+    assert_eq!(order, vec![1, 2, 1, 2, 1, 2], "rounds over the counts");
+    let points = j["points"].as_array().expect("points");
+    assert_eq!(points.len(), 2);
+    for p in points {
+        let n = p["shards"].as_u64().unwrap();
+        let mut rates: Vec<f64> = runs
+            .iter()
+            .filter(|r| r["spec"]["shards"].as_u64() == Some(n))
+            .map(|r| r["records_per_s"].as_f64().unwrap())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        assert_eq!(p["runs"].as_u64(), Some(3));
+        assert_eq!(
+            p["records_per_s"].as_f64(),
+            Some(rates[1]),
+            "not the median of {rates:?}"
+        );
+    }
+    let best = points
+        .iter()
+        .max_by(|a, b| {
+            a["records_per_s"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["records_per_s"].as_f64().unwrap())
+        })
+        .unwrap()["shards"]
+        .as_u64();
+    assert_eq!(j["recommended"].as_u64(), best);
+    assert!(
+        stdout.contains("median rec/s") && stdout.contains("(medians of 3 runs)"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&base);
 }
