@@ -153,7 +153,7 @@ impl Default for Tier2Config {
 }
 
 /// The longest `Config::reply_spin`: past this a spin costs more CPU than the wake-up it saves.
-const MAX_REPLY_SPIN: Duration = Duration::from_millis(10);
+pub(crate) const MAX_REPLY_SPIN: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
 pub struct Config {

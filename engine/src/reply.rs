@@ -76,8 +76,9 @@ impl<T> Reply<T> {
     /// use it from threads that have a core to themselves, for requests that answer quickly
     /// (Memory appends, reads of recent records), not for Synced appends (an fdatasync
     /// takes hundreds of µs, longer than a spin worth its CPU).
+    /// The spin is at most `Config::reply_spin`'s ceiling, 10 ms.
     pub fn wait_spinning(mut self, spin: Duration) -> Result<T> {
-        let deadline = std::time::Instant::now() + spin;
+        let deadline = std::time::Instant::now() + spin.min(crate::config::MAX_REPLY_SPIN);
         loop {
             match &mut self.state {
                 State::Ready(r) => return r.take().unwrap_or(Err(Error::ShuttingDown)),

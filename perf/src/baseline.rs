@@ -54,7 +54,7 @@ impl Log {
 }
 
 pub fn run(dir: &Path, spec: &Spec) -> std::io::Result<BaselineResult> {
-    let scratch = crate::scratch::Scratch::new(dir, "baseline-", "");
+    let scratch = crate::scratch::Scratch::new(dir, crate::scratch::BASELINE);
     let root = scratch.path();
     std::fs::create_dir_all(root)?;
     let mut logs = Vec::new();

@@ -32,7 +32,7 @@ pub struct DeviceResult {
 }
 
 pub fn measure(dir: &Path, bytes_per_size: u64, latency_ops: u64) -> Result<DeviceResult, String> {
-    let scratch = crate::scratch::Scratch::new(dir, "device-probe-", ".dat");
+    let scratch = crate::scratch::Scratch::new(dir, crate::scratch::DEVICE_PROBE);
     let p2 = scratch.path().to_path_buf();
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("aof-perf-device")
@@ -47,7 +47,7 @@ pub fn measure(dir: &Path, bytes_per_size: u64, latency_ops: u64) -> Result<Devi
 /// pass over its written blocks, which is returned. Cheaper than `measure` (two passes), so
 /// `quick` can take it again right before the runs it is compared with.
 pub fn measure_limit(dir: &Path, bytes: u64) -> Result<Bandwidth, String> {
-    let scratch = crate::scratch::Scratch::new(dir, "device-limit-", ".dat");
+    let scratch = crate::scratch::Scratch::new(dir, crate::scratch::DEVICE_LIMIT);
     let p2 = scratch.path().to_path_buf();
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("aof-perf-device")

@@ -33,12 +33,20 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// More gridlines than this is a bug in the step, not a chart: stop there.
+const MAX_TICKS: usize = 50;
+
 const COLORS: [&str; 6] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
 
 /// A line chart with markers; `log_y` plots the y axis in log10 (latency percentiles).
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool) -> String {
     let (w, h, l, r, t, b) = (720.0, 420.0, 80.0, 170.0, 40.0, 60.0);
-    let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
+    // Points that are not finite (a median of nothing) are not drawn and do not set the axes.
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|p| p.0.is_finite() && p.1.is_finite() && p.1.abs() < 1e300 && p.0.abs() < 1e300)
+        .collect();
     let fy = |y: f64| if log_y { y.max(1e-3).log10() } else { y };
     let (mut x0, mut x1) = (f64::MAX, f64::MIN);
     let (mut y0, mut y1) = (f64::MAX, f64::MIN);
@@ -94,6 +102,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
     let x_ticks: Vec<f64> = (0..)
         .map(|i| (x0 / x_step).ceil() * x_step + i as f64 * x_step)
         .take_while(|&v| v <= x1 + x_step * 1e-9)
+        .take(MAX_TICKS)
         .collect();
     for xv in x_ticks {
         let _ = write!(
@@ -110,6 +119,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
         Some(step) => (0..)
             .map(|i| y0 + i as f64 * step)
             .take_while(|&v| v <= y1 + step * 1e-9)
+            .take(MAX_TICKS)
             .collect(),
     };
     for yv in ticks {
@@ -137,8 +147,8 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
     );
     for (i, se) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
-        let path: Vec<String> = se
-            .points
+        let drawn: Vec<(f64, f64)> = se.points.iter().copied().filter(|p| pts.contains(p)).collect();
+        let path: Vec<String> = drawn
             .iter()
             .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
             .collect();
@@ -147,7 +157,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
             r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
             path.join(" ")
         );
-        for &(x, y) in &se.points {
+        for &(x, y) in &drawn {
             let _ = write!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{c}"/>"#, px(x), py(y));
         }
         let ly = t + 10.0 + i as f64 * 18.0;
@@ -228,6 +238,28 @@ mod tests {
                 [1.0, 2.0, 5.0].iter().any(|m| (lead - m).abs() < 1e-9),
                 "{range}: step {s}"
             );
+        }
+    }
+
+    /// Values that are not finite are left out rather than drawn or looped over (an infinite
+    /// point once meant gridlines without end).
+    #[test]
+    fn points_that_are_not_finite_are_left_out() {
+        for bad in [f64::INFINITY, f64::NAN, f64::MAX] {
+            for log_y in [false, true] {
+                let svg = line_chart(
+                    "t",
+                    "x",
+                    "y",
+                    &[Series {
+                        name: "s".into(),
+                        points: vec![(1.0, 5.0), (2.0, bad), (bad, 3.0)],
+                    }],
+                    log_y,
+                );
+                assert!(!svg.contains("NaN") && !svg.contains("inf"), "{bad} drawn: {svg}");
+                assert!(svg.matches("<circle").count() == 1, "{bad}");
+            }
         }
     }
 

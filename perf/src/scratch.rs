@@ -6,30 +6,52 @@
 //! filled, a bad record size) and leaves its directory behind can leave tens of GB: one did,
 //! 68 GB, and every later run then failed with ENOSPC. So:
 //! - a `Scratch` removes its path when dropped, on the error path and during unwinding too;
-//! - opening one first removes what runs that were killed (kill -9, Ctrl-C, a crash) left
-//!   under `--dir`: paths of ours whose process is gone. A path whose process is alive belongs
-//!   to a run still going (another `aof-perf` on the same directory) and is left alone.
+//! - opening one first removes what runs that were killed (kill -9, Ctrl-C, a crash) left in
+//!   the same directory: names of exactly the harness's pattern for that directory
+//!   (`run-` and digits, nothing after), whose number is a possible process id (at most the
+//!   kernel's `pid_max`, so `run-20240101` is never taken for one) of a process that is gone.
+//!   A path whose process is alive belongs to a run still going and is left alone; without
+//!   `/proc` nothing is removed. (A run in another PID namespace sharing the directory would
+//!   look dead: give such runs their own `--dir`.)
 
 use std::path::{Path, PathBuf};
 
-/// The prefixes of the scratch paths the harness writes. Names outside this list are never
-/// touched, whatever else the directory holds.
-/// (`perf-<pid>` is a bridge run's objects in the default `file://` store, `--dir/tier2-store`.)
-pub const PREFIXES: [&str; 5] = ["run-", "baseline-", "device-probe-", "device-limit-", "perf-"];
+/// A scratch name: `prefix`, a process id, `suffix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pattern {
+    pub prefix: &'static str,
+    pub suffix: &'static str,
+}
 
-/// A path under `--dir` that is removed (file or directory) when this is dropped.
+const fn pat(prefix: &'static str, suffix: &'static str) -> Pattern {
+    Pattern { prefix, suffix }
+}
+
+/// What the harness writes directly under `--dir`.
+pub const RUN: Pattern = pat("run-", "");
+pub const BASELINE: Pattern = pat("baseline-", "");
+pub const DEVICE_PROBE: Pattern = pat("device-probe-", ".dat");
+pub const DEVICE_LIMIT: Pattern = pat("device-limit-", ".dat");
+pub const RAW_PUT: Pattern = pat("raw-put-", ".bin");
+const IN_DIR: [Pattern; 5] = [RUN, BASELINE, DEVICE_PROBE, DEVICE_LIMIT, RAW_PUT];
+/// What `bridge` writes in its default object store, `--dir/tier2-store`: its key prefix.
+pub const BRIDGE_OBJECTS: Pattern = pat("perf-", "");
+const IN_STORE: [Pattern; 1] = [BRIDGE_OBJECTS];
+
+/// A path that is removed (file or directory) when this is dropped.
 #[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
 }
 
 impl Scratch {
-    /// `dir/<prefix><pid><suffix>`, after removing left-overs of dead runs and any stale copy
-    /// of this one. `prefix` must be one of `PREFIXES`.
-    pub fn new(dir: &Path, prefix: &str, suffix: &str) -> Scratch {
-        debug_assert!(PREFIXES.contains(&prefix), "unlisted scratch prefix {prefix}");
-        remove_dead(dir);
-        let path = dir.join(format!("{prefix}{}{suffix}", std::process::id()));
+    /// `dir/<prefix><pid><suffix>`, after removing left-overs of dead runs in `dir` and any
+    /// stale copy of this one.
+    pub fn new(dir: &Path, p: Pattern) -> Scratch {
+        let family: &[Pattern] = if IN_STORE.contains(&p) { &IN_STORE } else { &IN_DIR };
+        debug_assert!(family.contains(&p));
+        remove_dead(dir, family);
+        let path = dir.join(format!("{}{}{}", p.prefix, std::process::id(), p.suffix));
         remove(&path);
         Scratch { path }
     }
@@ -55,29 +77,49 @@ fn remove(path: &Path) {
     }
 }
 
-/// The pid a scratch name was made for: `run-123`, `device-probe-123.dat` -> 123.
-pub fn owner(name: &str) -> Option<u32> {
-    let rest = PREFIXES.iter().find_map(|p| name.strip_prefix(p))?;
-    let digits = rest.split('.').next()?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+/// The kernel's largest process id (4,194,304 at most on Linux).
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 22)
+}
+
+/// The pid `name` was made for, if it is exactly `prefix`, digits, `suffix` for one of
+/// `patterns`, and the digits are a possible pid.
+pub fn owner(name: &str, patterns: &[Pattern], pid_max: u32) -> Option<u32> {
+    patterns.iter().find_map(|p| {
+        let digits = name.strip_prefix(p.prefix)?.strip_suffix(p.suffix)?;
+        if digits.is_empty()
+            || digits.len() > 10
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.starts_with('0')
+        {
+            return None;
+        }
+        let pid: u32 = digits.parse().ok()?;
+        (pid <= pid_max).then_some(pid)
+    })
 }
 
 fn alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// Removes the scratch paths under `dir` whose process no longer exists; returns their names.
-pub fn remove_dead(dir: &Path) -> Vec<String> {
+/// Removes the scratch paths in `dir` of `patterns` whose process is gone; returns their names.
+pub fn remove_dead(dir: &Path, patterns: &[Pattern]) -> Vec<String> {
     let mut removed = Vec::new();
+    // Without /proc every process would look gone.
+    if !Path::new("/proc/self").exists() {
+        return removed;
+    }
+    let max = pid_max();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return removed;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = owner(&name) {
+        if let Some(pid) = owner(&name, patterns, max) {
             if pid != std::process::id() && !alive(pid) {
                 remove(&e.path());
                 removed.push(name);
@@ -92,16 +134,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn owner_reads_the_pid_of_our_names_only() {
-        assert_eq!(owner("run-123"), Some(123));
-        assert_eq!(owner("baseline-7"), Some(7));
-        assert_eq!(owner("device-probe-42.dat"), Some(42));
-        assert_eq!(owner("device-limit-42.dat"), Some(42));
-        assert_eq!(owner("run-"), None);
-        assert_eq!(owner("run-12x"), None);
-        assert_eq!(owner("runs-12"), None);
-        assert_eq!(owner("my-data"), None);
-        assert_eq!(owner("run-99999999999999999999"), None);
+    fn owner_reads_the_pid_of_exact_names_only() {
+        let max = 4_194_304;
+        assert_eq!(owner("run-123", &IN_DIR, max), Some(123));
+        assert_eq!(owner("baseline-7", &IN_DIR, max), Some(7));
+        assert_eq!(owner("device-probe-42.dat", &IN_DIR, max), Some(42));
+        assert_eq!(owner("device-limit-42.dat", &IN_DIR, max), Some(42));
+        assert_eq!(owner("raw-put-42.bin", &IN_DIR, max), Some(42));
+        assert_eq!(owner("perf-42", &IN_STORE, max), Some(42));
+        for name in [
+            "run-",
+            "run-12x",
+            "runs-12",
+            "my-data",
+            "run-20240101",
+            "run-99999999999999999999",
+            "run-0",
+            "run-012",
+            "run-12.old",
+            "device-probe-42",
+            "device-probe-42.dat.bak",
+            "perf-42",
+            "perf-4242.data",
+        ] {
+            assert_eq!(owner(name, &IN_DIR, max), None, "{name}");
+        }
+        assert_eq!(owner("perf-4242.data", &IN_STORE, max), None);
+        assert_eq!(owner("run-42", &IN_STORE, max), None);
     }
 
     #[test]
@@ -109,8 +168,9 @@ mod tests {
         let base = std::env::temp_dir().join(format!("aof-perf-scratch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
-        // A pid that cannot be running: above the kernel's pid_max ceiling (2^22).
-        let dead = 4_194_305 + 17;
+        // A pid no process has now: the largest possible one, unless something runs as it.
+        let dead = pid_max();
+        assert!(!alive(dead), "a process runs as pid {dead}");
         let me = std::process::id();
         // PID 1 is always alive.
         for name in [
@@ -118,12 +178,14 @@ mod tests {
             format!("baseline-{dead}"),
             "run-1".to_string(),
             "keep-me".to_string(),
+            "run-20240101".to_string(),
+            format!("perf-{dead}"),
         ] {
             std::fs::create_dir_all(base.join(&name).join("sub")).unwrap();
             std::fs::write(base.join(&name).join("sub/f"), b"x").unwrap();
         }
         std::fs::write(base.join(format!("device-probe-{dead}.dat")), b"x").unwrap();
-        let mut removed = remove_dead(&base);
+        let mut removed = remove_dead(&base, &IN_DIR);
         removed.sort();
         assert_eq!(
             removed,
@@ -133,10 +195,13 @@ mod tests {
                 format!("run-{dead}")
             ]
         );
-        assert!(base.join("run-1/sub/f").exists());
-        assert!(base.join("keep-me/sub/f").exists());
+        for kept in ["run-1", "keep-me", "run-20240101"] {
+            assert!(base.join(kept).join("sub/f").exists(), "{kept} was removed");
+        }
+        // `perf-` names are the bridge store's, not --dir's.
+        assert!(base.join(format!("perf-{dead}/sub/f")).exists());
         {
-            let s = Scratch::new(&base, "run-", "");
+            let s = Scratch::new(&base, RUN);
             assert_eq!(s.path(), base.join(format!("run-{me}")));
             std::fs::create_dir_all(s.path().join("x")).unwrap();
             std::fs::write(s.path().join("x/y"), b"data").unwrap();
@@ -146,7 +211,7 @@ mod tests {
             "a dropped scratch dir was left behind"
         );
         {
-            let s = Scratch::new(&base, "device-probe-", ".dat");
+            let s = Scratch::new(&base, DEVICE_PROBE);
             std::fs::write(s.path(), b"data").unwrap();
         }
         assert!(!base.join(format!("device-probe-{me}.dat")).exists());

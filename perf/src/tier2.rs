@@ -12,7 +12,7 @@ use crate::Res;
 use aof_s3_bridge::config::Credentials;
 use aof_s3_bridge::worker::{InProcess, Worker};
 use aof_s3_bridge::{open_store, AnyStore, BridgeConfig, Metrics, ObjectStore};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,7 +116,10 @@ fn start(root: &Path, store: AnyStore, cfg: &BridgeConfig, sent_at_stop: Arc<std
 /// `secs`. Returns MB/s.
 async fn raw_put_rate(store: &AnyStore, dir: &Path, prefix: &str, concurrency: usize, secs: f64) -> Res<f64> {
     let object_bytes = 8usize << 20;
-    let path = dir.join("raw-put.bin");
+    // Named for this process (concurrent runs on one --dir once shared one file) and removed
+    // however the measurement ends.
+    let scratch = crate::scratch::Scratch::new(dir, crate::scratch::RAW_PUT);
+    let path = scratch.path().to_path_buf();
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let data: Vec<u8> = (0..object_bytes)
         .map(|_| {
@@ -148,7 +151,7 @@ async fn raw_put_rate(store: &AnyStore, dir: &Path, prefix: &str, concurrency: u
     for t in tasks {
         objects += t.await??;
     }
-    let _ = std::fs::remove_file(&path);
+    drop(scratch);
     Ok(objects as f64 * object_bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
 }
 
@@ -158,8 +161,17 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
     // The default file:// store keeps this run's objects under `tier2-store/perf-<pid>`
     // (the bridge's key prefix): removed when the run ends, as the engine's data is. Objects
     // in a real S3 bucket stay under that prefix (the store has no listing to find them by).
+    // The store's directory itself goes too once no run uses it (the last run leaves it
+    // empty); declared first, so dropped after the objects are.
+    struct RemoveIfEmpty(PathBuf);
+    impl Drop for RemoveIfEmpty {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _store_dir = RemoveIfEmpty(dir.join("tier2-store"));
     let _objects = (a.endpoint.is_none() && a.target.is_none())
-        .then(|| crate::scratch::Scratch::new(&dir.join("tier2-store"), "perf-", ""));
+        .then(|| crate::scratch::Scratch::new(&_store_dir.0, crate::scratch::BRIDGE_OBJECTS));
     let rt = tokio::runtime::Runtime::new()?;
     // The raw PUT rate is the store's, not the pace's: measured unpaced.
     let mut raw_cfg = cfg.clone();

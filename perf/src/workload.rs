@@ -449,7 +449,7 @@ pub fn run_with(
 ) -> Result<RunResult, aof_engine::Error> {
     // Declared before the engine, so dropped after it: the directory goes once the engine
     // has closed, on the error paths too.
-    let scratch = crate::scratch::Scratch::new(dir, "run-", "");
+    let scratch = crate::scratch::Scratch::new(dir, crate::scratch::RUN);
     let root: PathBuf = scratch.path().to_path_buf();
     if spec.backlog_mib > 0 {
         prefill_backlog(&root, spec)?;
@@ -513,11 +513,15 @@ pub fn run_with(
             }
         })
     });
-    let (hist, per_log) = with_progress(&spec.label, total, counter, || match spec.producer {
-        Producer::Shard => run_on_shards(&engine, &names, spec, per_producer_rate, &shared),
-        Producer::Foreign => run_foreign(&h, &names, spec, per_producer_rate, &shared),
+    // The end is taken when the producers are done: the progress thread's join after that
+    // waits up to one of its 100 ms ticks, which counted as lag and as time.
+    let ((hist, per_log), finished) = with_progress(&spec.label, total, counter, || {
+        let r = match spec.producer {
+            Producer::Shard => run_on_shards(&engine, &names, spec, per_producer_rate, &shared),
+            Producer::Foreign => run_foreign(&h, &names, spec, per_producer_rate, &shared),
+        };
+        r.map(|r| (r, Instant::now()))
     })?;
-    let finished = Instant::now();
     let cpu = (cpu_time() - cpu0).as_secs_f64() / start.elapsed().as_secs_f64();
     busy_stop.store(true, Ordering::Relaxed);
     if let Some(t) = trace {

@@ -42,13 +42,20 @@ fn perf(data: &Path, out: &Path, args: &[&str]) -> std::process::Output {
 fn leftovers_of_dead_runs_are_removed_and_a_run_leaves_nothing() {
     let b = base("leftovers");
     let (data, out) = (b.join("data"), b.join("out"));
-    // Above the kernel's pid ceiling (2^22): no process can have it.
-    let dead = 4_194_304 + 99;
+    // The largest pid the kernel hands out, which no process has now (checked), stands for
+    // a run that was killed; a number above it (a date, say) is nobody's pid and is kept.
+    let dead: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!Path::new("/proc").join(dead.to_string()).exists());
     for d in [
         format!("run-{dead}"),
         format!("baseline-{dead}"),
         "run-1".into(),
         "mine".into(),
+        "run-20240101".into(),
     ] {
         std::fs::create_dir_all(data.join(&d).join("shard-000")).unwrap();
         std::fs::write(data.join(&d).join("shard-000/seg"), vec![7u8; 1 << 20]).unwrap();
@@ -61,7 +68,8 @@ fn leftovers_of_dead_runs_are_removed_and_a_run_leaves_nothing() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // PID 1 is alive, so its `run-1` is somebody's run in progress.
-    assert_eq!(names(&data), vec!["mine".to_string(), "run-1".to_string()]);
+    let kept = vec!["mine".to_string(), "run-1".to_string(), "run-20240101".to_string()];
+    assert_eq!(names(&data), kept);
     assert!(data.join("mine/shard-000/seg").exists());
     let o = perf(
         &data,
@@ -69,7 +77,7 @@ fn leftovers_of_dead_runs_are_removed_and_a_run_leaves_nothing() {
         &["baseline", "--secs", "0.3", "--warmup-secs", "0", "--mode", "written"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(names(&data), vec!["mine".to_string(), "run-1".to_string()]);
+    assert_eq!(names(&data), kept);
     let _ = std::fs::remove_dir_all(&b);
 }
 
@@ -195,10 +203,7 @@ fn a_bridge_run_removes_its_objects_from_the_default_store() {
     let store = data.join("tier2-store");
     let left = if store.exists() { names(&store) } else { Vec::new() };
     assert!(left.is_empty(), "objects left in the default store: {left:?}");
-    assert!(
-        !names(&data).iter().any(|n| n.starts_with("run-")),
-        "{:?}",
-        names(&data)
-    );
+    // Nothing of the run stays under --dir: no engine data, no raw PUT file, no empty store.
+    assert!(names(&data).is_empty(), "left under --dir: {:?}", names(&data));
     let _ = std::fs::remove_dir_all(&b);
 }
