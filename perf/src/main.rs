@@ -616,13 +616,10 @@ struct SweepPoint {
     p999_us: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v`, in any order.
+fn median_of(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
+    report::median(&v)
 }
 
 fn sweep(dir: &Path, out: &Path, w: &WorkloadArgs, max: Option<usize>, slo: f64, repeat: usize) -> Res<()> {
@@ -653,8 +650,8 @@ fn sweep(dir: &Path, out: &Path, w: &WorkloadArgs, max: Option<usize>, slo: f64,
             SweepPoint {
                 shards: n,
                 runs: of_n.len(),
-                records_per_s: median(of_n.iter().map(|r| r.records_per_s).collect()),
-                p999_us: median(of_n.iter().map(|r| r.latency.p999_us).collect()),
+                records_per_s: median_of(of_n.iter().map(|r| r.records_per_s).collect()),
+                p999_us: median_of(of_n.iter().map(|r| r.latency.p999_us).collect()),
             }
         })
         .collect();

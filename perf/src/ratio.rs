@@ -50,14 +50,9 @@ pub fn run(dir: &Path, spec: &Spec, pairs: usize, device: impl Fn() -> Res<f64>)
 fn summarize(label: &str, pairs: Vec<Pair>) -> Ratios {
     let mut r: Vec<f64> = pairs.iter().map(|p| p.ratio).collect();
     r.sort_by(f64::total_cmp);
-    let median = match r.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => r[n / 2],
-        n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
-    };
     Ratios {
         workload: label.to_string(),
-        median,
+        median: crate::report::median(&r),
         min: r.first().copied().unwrap_or(f64::NAN),
         max: r.last().copied().unwrap_or(f64::NAN),
         pairs,

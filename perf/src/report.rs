@@ -42,10 +42,11 @@ const COLORS: [&str; 6] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool) -> String {
     let (w, h, l, r, t, b) = (720.0, 420.0, 80.0, 170.0, 40.0, 60.0);
     // Points that are not finite (a median of nothing) are not drawn and do not set the axes.
+    let drawable = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite() && p.1.abs() < 1e300 && p.0.abs() < 1e300;
     let pts: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied())
-        .filter(|p| p.0.is_finite() && p.1.is_finite() && p.1.abs() < 1e300 && p.0.abs() < 1e300)
+        .filter(drawable)
         .collect();
     let fy = |y: f64| if log_y { y.max(1e-3).log10() } else { y };
     let (mut x0, mut x1) = (f64::MAX, f64::MIN);
@@ -147,7 +148,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
     );
     for (i, se) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
-        let drawn: Vec<(f64, f64)> = se.points.iter().copied().filter(|p| pts.contains(p)).collect();
+        let drawn: Vec<(f64, f64)> = se.points.iter().copied().filter(drawable).collect();
         let path: Vec<String> = drawn
             .iter()
             .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
@@ -173,6 +174,16 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The middle of `sorted` (ascending), or the mean of the two middle values; NaN if empty.
+pub fn median(sorted: &[f64]) -> f64 {
+    debug_assert!(sorted.windows(2).all(|w| w[0].total_cmp(&w[1]).is_le()));
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// A step of 1, 2 or 5 x 10^k that divides `range` into at most `max_ticks` parts (and at
