@@ -2,13 +2,11 @@
 //! created, no report written. (`--rate 0` once panicked inside the schedule arithmetic, and
 //! `--concurrency 0` or `--secs 0` ran and reported a workload that measured nothing.)
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 #[test]
 fn bad_knobs_are_refused_before_anything_runs() {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-bad-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::base("bad");
     let (data, out) = (base.join("data"), base.join("out"));
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--shards", "0"], "--shards"),
@@ -44,14 +42,7 @@ fn bad_knobs_are_refused_before_anything_runs() {
         (&["bridge", "--backlog-mib", "0"], "--backlog-mib"),
     ];
     for (args, flag) in cases {
-        let o = Command::new(env!("CARGO_BIN_EXE_aof-perf"))
-            .arg("--dir")
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
-            .args(*args)
-            .output()
-            .expect("run aof-perf");
+        let o = common::aof_perf(&data, &out, args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{args:?} was accepted");
         assert!(err.contains(flag), "{args:?}: the error does not name {flag}: {err}");

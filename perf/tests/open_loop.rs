@@ -3,26 +3,16 @@
 //! 2000 --batch 10` offered 20,000 records a second. And an overloaded open loop reported the
 //! offered rate as the achieved one, with no word that it had fallen behind.)
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 fn run(name: &str, args: &[&str]) -> (serde_json::Value, String) {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let o = Command::new(env!("CARGO_BIN_EXE_aof-perf"))
-        .arg("--dir")
-        .arg(base.join("data"))
-        .arg("--out")
-        .arg(base.join("out"))
-        .arg("run")
-        .args(args)
-        .output()
-        .expect("run aof-perf");
+    let base = common::base(name);
+    let o = common::aof_perf(&base.join("data"), &base.join("out"), &[&["run"], args].concat());
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{args:?}: {err}");
-    let json = std::fs::read_to_string(base.join("out/run.json")).expect("run.json");
+    let json = common::read_json(&base.join("out/run.json"));
     let _ = std::fs::remove_dir_all(&base);
-    (serde_json::from_str(&json).expect("run.json parses"), err)
+    (json, err)
 }
 
 #[test]

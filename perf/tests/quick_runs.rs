@@ -1,23 +1,19 @@
 //! CI runs the harness's quick suite once, in a shortened form, and checks that it finishes and
 //! writes its reports. Timings are never checked here: they live in the reports.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 #[test]
 fn quick_suite_runs_and_writes_its_reports() {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-quick-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::base("quick");
     let (data, out) = (base.join("data"), base.join("out"));
-    let status = Command::new(env!("CARGO_BIN_EXE_aof-perf"))
-        .arg("--dir")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .args(["quick", "--secs", "0.3"])
-        .status()
-        .expect("run aof-perf");
-    assert!(status.success(), "aof-perf quick failed: {status}");
+    let o = common::aof_perf(&data, &out, &["quick", "--secs", "0.3"]);
+    assert!(
+        o.status.success(),
+        "aof-perf quick failed: {}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
     for f in [
         "report.md",
         "report.json",
@@ -29,8 +25,7 @@ fn quick_suite_runs_and_writes_its_reports() {
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         assert!(len > 100, "{} missing or empty", p.display());
     }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report = common::read_json(&out.join("report.json"));
     let runs = report["runs"].as_array().expect("runs array");
     assert!(runs.len() >= 10, "only {} scenarios ran", runs.len());
     assert!(

@@ -2,21 +2,21 @@
 //! their median. Checked on what it writes, never on timings: each pair has a device figure
 //! and an engine figure of its own, the ratio is theirs, and the median lies within the pairs.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 #[test]
 fn every_pair_measures_the_device_and_the_engine_and_the_median_lies_among_them() {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-ratio-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::base("ratio");
     let (data, out) = (base.join("data"), base.join("out"));
-    let o = Command::new(env!("CARGO_BIN_EXE_aof-perf"))
-        .arg("--dir")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .args(["ratio", "--pairs", "3", "--device-bytes", "16777216"])
-        .args([
+    let o = common::aof_perf(
+        &data,
+        &out,
+        &[
+            "ratio",
+            "--pairs",
+            "3",
+            "--device-bytes",
+            "16777216",
             "--mode",
             "written",
             "--size",
@@ -25,10 +25,12 @@ fn every_pair_measures_the_device_and_the_engine_and_the_median_lies_among_them(
             "4",
             "--concurrency",
             "4",
-        ])
-        .args(["--secs", "0.3", "--warmup-secs", "0.1"])
-        .output()
-        .expect("run aof-perf");
+            "--secs",
+            "0.3",
+            "--warmup-secs",
+            "0.1",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -36,8 +38,7 @@ fn every_pair_measures_the_device_and_the_engine_and_the_median_lies_among_them(
         "{stdout}"
     );
     assert!(stdout.contains("over 3 pairs: median"), "{stdout}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("ratio.json")).expect("ratio.json")).expect("json");
+    let r = common::read_json(&out.join("ratio.json"));
     let pairs = r["pairs"].as_array().expect("pairs");
     assert_eq!(pairs.len(), 3);
     let mut ratios = Vec::new();

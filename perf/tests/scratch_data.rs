@@ -5,15 +5,11 @@
 #[path = "../../engine/tests/common/loop_mount.rs"]
 mod loop_mount;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn base(name: &str) -> PathBuf {
-    let b = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&b);
-    std::fs::create_dir_all(&b).unwrap();
-    b
-}
+use common::{aof_perf as perf, base};
+use std::path::Path;
+use std::process::Command;
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -23,17 +19,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn perf(data: &Path, out: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_aof-perf"))
-        .arg("--dir")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .args(args)
-        .output()
-        .expect("run aof-perf")
 }
 
 /// What killed runs left (kill -9, Ctrl-C) is removed by the next run; a name that is not the

@@ -3,27 +3,31 @@
 //! never took past its lower part, while MB/s multiplied records by the range's mean: a run of
 //! `--size 1..1048000` reported 15-17 GB/s where the engine took ~1.6 GB/s.)
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 #[test]
 fn a_size_range_is_drawn_over_its_whole_span_and_reported_by_its_bytes() {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-sizes-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::base("sizes");
     let (data, out) = (base.join("data"), base.join("out"));
     let (min, max) = (1u64, 400_000u64);
-    let o = Command::new(env!("CARGO_BIN_EXE_aof-perf"))
-        .arg("--dir")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .args(["run", "--mode", "memory", "--secs", "0.5", "--warmup-secs", "0.1"])
-        .args(["--size", &format!("{min}..{max}")])
-        .output()
-        .expect("run aof-perf");
+    let range = format!("{min}..{max}");
+    let o = common::aof_perf(
+        &data,
+        &out,
+        &[
+            "run",
+            "--mode",
+            "memory",
+            "--secs",
+            "0.5",
+            "--warmup-secs",
+            "0.1",
+            "--size",
+            &range,
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).expect("run.json")).expect("json");
+    let run = common::read_json(&out.join("run.json"));
     let records = run["records"].as_u64().expect("records");
     let mb_per_s = run["mb_per_s"].as_f64().expect("mb_per_s");
     let records_per_s = run["records_per_s"].as_f64().expect("records_per_s");
@@ -50,14 +54,11 @@ fn a_size_range_is_drawn_over_its_whole_span_and_reported_by_its_bytes() {
 /// MB/s is its own logs' bytes (two shards, logs of different sizes would show it).
 #[test]
 fn per_shard_rates_add_up_to_the_totals() {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-per-shard-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let o = Command::new(env!("CARGO_BIN_EXE_aof-perf"))
-        .arg("--dir")
-        .arg(base.join("data"))
-        .arg("--out")
-        .arg(base.join("out"))
-        .args([
+    let base = common::base("per-shard");
+    let o = common::aof_perf(
+        &base.join("data"),
+        &base.join("out"),
+        &[
             "run",
             "--shards",
             "2",
@@ -69,14 +70,12 @@ fn per_shard_rates_add_up_to_the_totals() {
             "0.4",
             "--warmup-secs",
             "0.1",
-        ])
-        .output()
-        .expect("run aof-perf");
+        ],
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("rec/s (MB/s) per shard"), "{stdout}");
-    let run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(base.join("out/run.json")).expect("run.json")).expect("json");
+    let run = common::read_json(&base.join("out/run.json"));
     let sum = |k: &str| -> (f64, usize) {
         let v = run[k].as_array().unwrap_or_else(|| panic!("{k} missing: {run}"));
         (v.iter().map(|x| x.as_f64().unwrap()).sum(), v.len())

@@ -2,23 +2,19 @@
 //! with the highest throughput whose p99.9 meets the objective, or says that none did; it
 //! writes its table, JSON and both charts.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 fn sweep(name: &str, slo: &str) -> (String, serde_json::Value, PathBuf) {
     sweep_with(name, slo, &[])
 }
 
 fn sweep_with(name: &str, slo: &str, more: &[&str]) -> (String, serde_json::Value, PathBuf) {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aof-perf-sweep-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::base(&format!("sweep-{name}"));
     let out = base.join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_aof-perf"))
-        .arg("--dir")
-        .arg(base.join("data"))
-        .arg("--out")
-        .arg(&out)
-        .args([
+    let args = [
+        &[
             "sweep-shards",
             "--max-shards",
             "2",
@@ -28,15 +24,24 @@ fn sweep_with(name: &str, slo: &str, more: &[&str]) -> (String, serde_json::Valu
             "0.1",
             "--size",
             "256",
-        ])
-        .args(["--slo-p999-us", slo])
-        .args(more)
-        .output()
-        .expect("run aof-perf");
+            "--slo-p999-us",
+            slo,
+        ][..],
+        more,
+    ]
+    .concat();
+    let o = common::aof_perf(&base.join("data"), &out, &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let json =
-        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).expect("sweep.json")).expect("json");
+    let json = common::read_json(&out.join("sweep.json"));
     (String::from_utf8_lossy(&o.stdout).into_owned(), json, base)
+}
+
+/// The run or point with the most records a second.
+fn fastest(of: &[serde_json::Value]) -> &serde_json::Value {
+    let rate = |v: &serde_json::Value| v["records_per_s"].as_f64().unwrap();
+    of.iter()
+        .max_by(|a, b| rate(a).total_cmp(&rate(b)))
+        .expect("something measured")
 }
 
 #[test]
@@ -46,17 +51,7 @@ fn the_sweep_recommends_the_fastest_count_that_meets_the_objective() {
     let shards: Vec<u64> = runs.iter().map(|r| r["spec"]["shards"].as_u64().unwrap()).collect();
     assert_eq!(shards, vec![1, 2]);
     // Every run meets an objective of 1e9 µs, so the pick is the highest throughput.
-    let fastest = runs
-        .iter()
-        .max_by(|a, b| {
-            a["records_per_s"]
-                .as_f64()
-                .unwrap()
-                .total_cmp(&b["records_per_s"].as_f64().unwrap())
-        })
-        .unwrap()["spec"]["shards"]
-        .as_u64()
-        .unwrap();
+    let fastest = fastest(runs)["spec"]["shards"].as_u64().unwrap();
     assert_eq!(j["recommended"].as_u64(), Some(fastest), "{j}");
     assert!(
         stdout.contains(&format!("recommendation: {fastest} shard(s)")),
@@ -104,16 +99,7 @@ fn repeated_sweeps_recommend_from_the_medians() {
             "not the median of {rates:?}"
         );
     }
-    let best = points
-        .iter()
-        .max_by(|a, b| {
-            a["records_per_s"]
-                .as_f64()
-                .unwrap()
-                .total_cmp(&b["records_per_s"].as_f64().unwrap())
-        })
-        .unwrap()["shards"]
-        .as_u64();
+    let best = fastest(points)["shards"].as_u64();
     assert_eq!(j["recommended"].as_u64(), best);
     assert!(
         stdout.contains("median rec/s") && stdout.contains("(medians of 3 runs)"),
