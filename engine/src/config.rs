@@ -249,6 +249,13 @@ pub struct Config {
     /// foreign threads of Synced 1 KiB appends on 2 cores, 50 µs spin: 17-18k against
     /// 32-35k rec/s parked). At most 10 ms.
     pub reply_spin: Option<Duration>,
+    /// Let a Synced append that finds nothing else to write or sync go to the device as one
+    /// write with `RWF_DSYNC` (durable when it completes) instead of a write and then an
+    /// fdatasync: one trip through the kernel instead of two, with no wake-up of the shard
+    /// between them. Only a write that is alone, with no sync running and every byte before
+    /// it already durable, is sent so; everything else keeps the group commit (writes, then
+    /// one fdatasync for all of them). Default `true`.
+    pub dsync_writes: bool,
     /// How long a shard runs tasks before it returns to its io_uring: submitting queued I/O,
     /// reaping completions, and letting `yield_if_needed` in a long task give the core to
     /// others (glommio's preemption timer, 100 ms by default there). Default 250 µs: measured
@@ -339,6 +346,7 @@ impl Config {
             ring_depth: 128,
             spin_before_park: None,
             reply_spin: None,
+            dsync_writes: true,
             preempt_interval: Duration::from_micros(250),
             io_worker_cpus: IoWorkerCpus::Own,
             tier1_compress: true,

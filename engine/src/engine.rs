@@ -55,6 +55,15 @@ impl Engine {
         crate::startup::check_io_uring()?;
         crate::startup::check_direct_io(root)?;
         let mut warnings = Vec::new();
+        if config.dsync_writes && !crate::startup::dsync_writes_work(root) {
+            let w = format!(
+                "{} refuses direct writes with RWF_DSYNC: every Synced append takes a write and an fdatasync",
+                root.display()
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+            config.dsync_writes = false;
+        }
         for w in crate::startup::check_memory(&config)? {
             tracing::warn!("{w}");
             warnings.push(w);

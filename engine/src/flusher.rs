@@ -348,6 +348,13 @@ fn issue_one_full_write(log: &Rc<Log>, core: &Rc<ShardCore>) -> Option<Issued> {
 /// Performs an issued write, then retires it (with every completed write before it) and
 /// acknowledges the records that are now wholly on disk.
 async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
+    perform_as(log, core, w, false).await
+}
+
+/// `perform`; with `dsync`, the write carries `RWF_DSYNC` and its completion also makes every
+/// written record durable (the caller checked that all bytes before it were: see
+/// `flush_active`).
+async fn perform_as(log: &Log, core: &ShardCore, w: Issued, dsync: bool) -> Result<()> {
     // Every write, the flusher's and the producers', comes through here. The rule holds
     // from here to the completion below (a rolled segment's seal never un-starts, and later
     // rolls have higher bases), so records this write completes are acknowledged only once
@@ -381,7 +388,10 @@ async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
     // µs. Writes an append waits for stay inline: the hop to a worker and back adds to their
     // latency.
     let punt = w.background && core.io_workers_elsewhere;
-    let write = if punt {
+    let write = if dsync {
+        core.stats.borrow_mut().rushed_io += 1;
+        rushed(w.file.write_rc_at_dsync(w.buf.clone(), w.pos)).await
+    } else if punt {
         w.file.write_rc_at_punted(w.buf.clone(), w.pos).await
     } else if w.background {
         w.file.write_rc_at(w.buf.clone(), w.pos).await
@@ -402,15 +412,28 @@ async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
         st.writes += 1;
         st.written_bytes += n as u64;
         st.punted_writes += punt as u64;
+        st.dsync_writes += dsync as u64;
     }
     let mut inner = log.inner.borrow_mut();
     let Some(s) = inner.open_segment_mut(w.base) else {
         return Ok(()); // the log failed and was torn down meanwhile
     };
     let (released, upto) = s.complete_write(w.pos);
+    if dsync {
+        // It was the only write in flight and began at or below `durable_end`: everything
+        // below its end is durable now.
+        debug_assert!(s.inflight.is_empty(), "a dsync write is issued alone");
+        debug_assert!(w.pos <= s.durable_end, "a dsync write starts on durable bytes");
+        s.durable_end = s.durable_end.max(s.disk_end);
+    }
     core.unflushed.set(core.unflushed.get() - released);
     if let Some(upto) = upto {
         inner.written_upto = inner.written_upto.max(upto);
+    }
+    if dsync {
+        inner.synced_upto = inner.synced_upto.max(inner.written_upto);
+    }
+    if upto.is_some() || dsync {
         inner.settle();
     }
     drop(inner);
@@ -427,12 +450,24 @@ async fn perform(log: &Log, core: &ShardCore, w: Issued) -> Result<()> {
 async fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
     let base = log.inner.borrow().active.base_offset;
     let w = issue_write(log, core, base)?;
-    let alone = {
+    let (alone, dsync) = {
         let i = log.inner.borrow();
-        i.active.inflight.len() == 1 && !i.active.can_issue(core.config.flush_writes_in_flight)
+        let alone = i.active.inflight.len() == 1 && !i.active.can_issue(core.config.flush_writes_in_flight);
+        // A lone write that a Synced append waits for, with no sync running and every byte
+        // before it durable, goes with `RWF_DSYNC`: one request where a write and then an
+        // fdatasync took two trips through the kernel and the shard, with the shard woken
+        // in between to issue the second (see `Config::dsync_writes`).
+        let dsync = alone
+            && core.config.dsync_writes
+            && i.want_synced > i.synced_upto
+            && !i.sync_in_flight
+            && !i.closing
+            && w.pos <= i.active.durable_end
+            && i.earlier_segments_durable(base);
+        (alone, dsync)
     };
     if alone {
-        return perform(log, core, w).await;
+        return perform_as(log, core, w, dsync).await;
     }
     perform_in_task(log, core, w);
     Ok(())
@@ -529,10 +564,10 @@ async fn sync_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
 /// fdatasyncs the open (active or rolled) segment with base `base`; rushed to the kernel if
 /// an append waits on it (a rolled segment's sync may be Memory data's alone).
 async fn fdatasync_segment(log: &Log, core: &ShardCore, base: u64) -> Result<()> {
-    let (file, path, waited_on) = {
+    let (file, path, waited_on, disk_end) = {
         let i = log.inner.borrow();
         let s = i.open_segment(base).expect("segment being synced is open");
-        (s.file.clone(), s.path.clone(), i.someone_waits())
+        (s.file.clone(), s.path.clone(), i.someone_waits(), s.disk_end)
     };
     let synced = if waited_on {
         core.stats.borrow_mut().rushed_io += 1;
@@ -542,6 +577,10 @@ async fn fdatasync_segment(log: &Log, core: &ShardCore, base: u64) -> Result<()>
     };
     synced.map_err(|e| Error::glommio("fdatasync", &path, e))?;
     core.stats.borrow_mut().fdatasyncs += 1;
+    // Bytes on disk when it started are durable now.
+    if let Some(s) = log.inner.borrow_mut().open_segment_mut(base) {
+        s.durable_end = s.durable_end.max(disk_end);
+    }
     Ok(())
 }
 

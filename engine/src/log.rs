@@ -189,6 +189,7 @@ impl LogInner {
             end_pos: 0,
             staging: Staging::new(cfg.write_max_bytes()),
             disk_end: 0,
+            durable_end: 0,
             inflight: VecDeque::new(),
             index: IndexBuilder::new(cfg.index_interval_bytes),
             data_crc: 0,

@@ -132,6 +132,8 @@ fn fresh_active(cfg: &Config, base: u64, path: PathBuf, file: Rc<DmaFile>) -> Ac
         end_pos: BLOCK_SIZE,
         staging: Staging::new(cfg.write_max_bytes()),
         disk_end: BLOCK_SIZE,
+        // Created and fdatasync'ed above.
+        durable_end: BLOCK_SIZE,
         inflight: VecDeque::new(),
         index: IndexBuilder::new(cfg.index_interval_bytes),
         data_crc: 0,
@@ -768,6 +770,8 @@ async fn repair_tail(
         end_pos: valid_end,
         staging,
         disk_end: valid_end,
+        // Cut to its valid end and fdatasync'ed above.
+        durable_end: valid_end,
         inflight: VecDeque::new(),
         index: IndexBuilder::from_entries(cfg.index_interval_bytes, s.index),
         data_crc: s.data_crc,

@@ -85,6 +85,11 @@ pub struct ActiveSegment {
     pub end_pos: u64,
     pub staging: Staging,
     pub disk_end: u64,
+    /// Bytes `[0, durable_end)` are durable: covered by a completed fdatasync of the file, or by
+    /// a completed `RWF_DSYNC` write that started at or below the previous `durable_end`. A
+    /// write may be issued with `RWF_DSYNC` in place of a later fdatasync only from below it
+    /// (see `flusher::flush_active`): the flag promises only the write's own range.
+    pub durable_end: u64,
     pub inflight: VecDeque<Write>,
     pub index: IndexBuilder,
     pub data_crc: u32,
@@ -437,6 +442,7 @@ mod tests {
             end_pos: 0,
             staging: Staging::new(max_write),
             disk_end: 0,
+            durable_end: 0,
             inflight: VecDeque::new(),
             index: IndexBuilder::new(1),
             data_crc: 0,

@@ -488,6 +488,8 @@ pub struct ShardStats {
     pub writes: u64,
     pub written_bytes: u64,
     pub fdatasyncs: u64,
+    /// Writes issued with `RWF_DSYNC` in place of a write and an fdatasync (`Config::dsync_writes`).
+    pub dsync_writes: u64,
     /// fdatasyncs run in their own task while the flusher wrote the next bytes (group commit
     /// pipelined: the write of group n+1 overlaps the sync of group n).
     pub overlapped_syncs: u64,

@@ -147,6 +147,44 @@ pub fn check_direct_io(dir: &Path) -> Result<()> {
     }
 }
 
+/// Whether the file system under `dir` takes a direct write with `RWF_DSYNC`
+/// (`Config::dsync_writes`): one block written so to a scratch file. Every block-device file
+/// system Linux has does; a write refused there would fail its log, so the engine asks first.
+pub fn dsync_writes_work(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let probe = dir.join(".dsync-probe.tmp");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let block = crate::limits::BLOCK_SIZE as usize;
+    let works = file.is_ok_and(|f| {
+        let Ok(layout) = std::alloc::Layout::from_size_align(block, block) else {
+            return false;
+        };
+        // SAFETY: a non-zero size and a power-of-two alignment (checked by `from_size_align`).
+        let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+        if buf.is_null() {
+            return false;
+        }
+        let iov = libc::iovec {
+            iov_base: buf.cast(),
+            iov_len: block,
+        };
+        // SAFETY: pwritev2 reads `block` bytes from `buf`, allocated above with that size and
+        // alignment and freed only after the call; `iov` lives until it returns.
+        let n = unsafe { libc::pwritev2(f.as_raw_fd(), &iov, 1, 0, libc::RWF_DSYNC) };
+        // SAFETY: `buf` came from `alloc_zeroed` with this layout and is freed once.
+        unsafe { std::alloc::dealloc(buf, layout) };
+        n == block as isize
+    });
+    let _ = std::fs::remove_file(&probe);
+    works
+}
+
 /// Makes glommio's one-time io_uring poll-mode probe give the right answer.
 ///
 /// glommio decides per block device whether to use its IOPOLL ring by reading the first block
@@ -208,6 +246,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dsync_probe_writes_a_block_and_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("aof-dsync-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The engine's data directories are never on tmpfs, which refuses O_DIRECT; only an
+        // answer from a disk file system says anything.
+        if check_direct_io(&dir).is_ok() {
+            assert!(dsync_writes_work(&dir), "ext4/xfs take RWF_DSYNC direct writes");
+        }
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the probe file is removed");
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(!dsync_writes_work(&dir), "no directory, no write");
+    }
 
     #[test]
     fn io_uring_probe_runs_here() {

@@ -1637,3 +1637,66 @@ fn idle_logs_give_back_their_staging_chunks() {
     check(&e.handle(), &expect);
     e.close().unwrap();
 }
+
+/// A lone Synced append goes to the device as one `RWF_DSYNC` write (`Config::dsync_writes`)
+/// only when every byte before that write is already durable; a record spread over several
+/// writes needs an fdatasync, since the flag covers only the write it is on. Records are
+/// intact either way, before and after a restart, and the same with the flag turned off.
+#[test]
+fn a_lone_synced_write_goes_with_dsync_only_over_durable_bytes() {
+    for dsync in [true, false] {
+        let dir = tempdir("reg-dsync");
+        let cfg = || {
+            let mut c = raw_config(&dir, 1);
+            // Writes of at most 8 KiB, one at a time: a 30 KiB record takes four, the
+            // first issued by its producer, each of the others alone.
+            c.flush_threshold_bytes = 8 << 10;
+            c.flush_writes_in_flight = 1;
+            c.dsync_writes = dsync;
+            c
+        };
+        let e = start(cfg());
+        let h = e.handle();
+        h.create_log("d").wait_timeout(T).unwrap();
+        let mut expect = Vec::new();
+        let before = h.stats(0).wait_timeout(T).unwrap();
+        // One at a time, small: each is alone, and what came before it is durable.
+        for i in 0..200u64 {
+            let p = payload(7, i, 300 + (i % 13) as usize * 61);
+            h.append("d", p.clone(), Durability::Synced).wait_timeout(T).unwrap();
+            expect.push(p);
+        }
+        let small = h.stats(0).wait_timeout(T).unwrap();
+        let (dsyncs, syncs) = (
+            small.dsync_writes - before.dsync_writes,
+            small.fdatasyncs - before.fdatasyncs,
+        );
+        if dsync {
+            // Rolls (a segment holds ~300 of them) may take an fdatasync instead.
+            assert!(dsyncs >= 150, "lone Synced writes did not go with RWF_DSYNC: {small:?}");
+            assert!(syncs < 50, "fdatasyncs where RWF_DSYNC writes did: {small:?}");
+        } else {
+            assert_eq!(dsyncs, 0, "{small:?}");
+            assert!(syncs >= 200, "each Synced append needs a sync: {small:?}");
+        }
+        // Records of four writes each: the producer's write of the first piece goes without
+        // the flag, so the lone writes after it do not start on durable bytes and the record
+        // needs an fdatasync.
+        for i in 200..240u64 {
+            let p = payload(7, i, 30 << 10);
+            h.append("d", p.clone(), Durability::Synced).wait_timeout(T).unwrap();
+            expect.push(p);
+        }
+        let large = h.stats(0).wait_timeout(T).unwrap();
+        assert!(
+            large.fdatasyncs - small.fdatasyncs >= 40,
+            "a record over several writes was acknowledged without an fdatasync: {large:?}"
+        );
+        assert_log(&h, "d", &expect);
+        e.close().unwrap();
+        let e = start(cfg());
+        assert_clean_recovery(&e);
+        assert_log(&e.handle(), "d", &expect);
+        e.close().unwrap();
+    }
+}

@@ -157,6 +157,10 @@ struct WorkloadArgs {
     /// (`Config::io_worker_cpus = Spare`) instead of each shard's own core (the default)
     #[arg(long)]
     io_workers_spare: bool,
+    /// Always write and then fdatasync, never a lone `RWF_DSYNC` write
+    /// (`Config::dsync_writes = false`)
+    #[arg(long)]
+    no_dsync: bool,
     /// DMA buffer memory per shard in KiB (`Config::io_memory_bytes`, default: the engine's
     /// 32 MiB, or room for the writes in flight plus 2 MiB if that is more). Smaller pools
     /// send write buffers to the heap.
@@ -317,6 +321,7 @@ impl WorkloadArgs {
             writes_in_flight: self.writes_in_flight,
             preempt_us: self.preempt_us,
             io_workers_spare: self.io_workers_spare,
+            no_dsync: self.no_dsync,
             io_memory_kib: self.io_memory_kib,
             segment_mib: self.segment_mib,
             retention_mib: self.retention_mib,
@@ -513,7 +518,7 @@ fn run_table() -> Table {
         "p99.99 µs",
         "max µs",
         "CPU cores",
-        "rec per fdatasync",
+        "rec per sync",
         "backpressure waits",
     ])
 }
@@ -558,7 +563,8 @@ fn add_run(t: &mut Table, r: &RunResult) {
         format!("{:.0}", l.max_us),
         format!("{:.2}", r.cpu_cores),
         {
-            let syncs: u64 = r.engine.iter().map(|e| e.fdatasyncs).sum();
+            // A write with RWF_DSYNC is a sync of its own (`Config::dsync_writes`).
+            let syncs: u64 = r.engine.iter().map(|e| e.fdatasyncs + e.dsync_writes).sum();
             let recs: u64 = r.engine.iter().map(|e| e.records).sum();
             if syncs == 0 {
                 "-".into()
@@ -766,6 +772,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             writes_in_flight: None,
             preempt_us: None,
             io_workers_spare: false,
+            no_dsync: false,
             io_memory_kib: None,
             segment_mib: None,
             retention_mib: None,

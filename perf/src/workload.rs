@@ -131,6 +131,9 @@ pub struct Spec {
     /// `Config::io_worker_cpus = Spare` instead of the default `Own`.
     #[serde(default)]
     pub io_workers_spare: bool,
+    /// `Config::dsync_writes = false`.
+    #[serde(default)]
+    pub no_dsync: bool,
     /// `Config::io_memory_bytes` in KiB; `None` = default.
     #[serde(default)]
     pub io_memory_kib: Option<u64>,
@@ -268,6 +271,7 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     if spec.io_workers_spare {
         c.io_worker_cpus = aof_engine::IoWorkerCpus::Spare;
     }
+    c.dsync_writes = !spec.no_dsync;
     if let Some(kib) = spec.io_memory_kib {
         c.io_memory_bytes = (kib as usize) << 10;
     }

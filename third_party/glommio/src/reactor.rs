@@ -330,7 +330,18 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
     ) -> Source {
-        self.write_dma_with(raw, buf, pos, pollable, false)
+        self.write_dma_with(raw, buf, pos, pollable, false, false)
+    }
+
+    /// aof patch: `write_dma` with `RWF_DSYNC` (see `DmaFile::write_rc_at_dsync`).
+    pub(crate) fn write_dma_dsync(
+        &self,
+        raw: RawFd,
+        buf: DmaSource,
+        pos: u64,
+        pollable: PollableStatus,
+    ) -> Source {
+        self.write_dma_with(raw, buf, pos, pollable, false, true)
     }
 
     /// aof patch: `write_dma` with `IOSQE_ASYNC` (see `DmaFile::write_rc_at_punted`).
@@ -341,7 +352,7 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
     ) -> Source {
-        self.write_dma_with(raw, buf, pos, pollable, true)
+        self.write_dma_with(raw, buf, pos, pollable, true, false)
     }
 
     fn write_dma_with(
@@ -351,6 +362,7 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
         punted: bool,
+        dsync: bool,
     ) -> Source {
         let stats = StatsCollection {
             fulfilled: Some(|result, stats, op_count| {
@@ -368,7 +380,7 @@ impl Reactor {
             SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
             Some(stats),
         );
-        self.sys.write_dma(&source, pos, punted);
+        self.sys.write_dma(&source, pos, punted, dsync);
         source
     }
 

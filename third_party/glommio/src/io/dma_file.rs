@@ -386,6 +386,20 @@ impl DmaFile {
         enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }
 
+    /// aof patch: [`DmaFile::write_rc_at`] with `RWF_DSYNC`: it completes once the data, and
+    /// the metadata needed to read it back, are durable, as if an fdatasync of its range had
+    /// followed it, in one request instead of two. Nothing else written to the file is
+    /// promised durable by it.
+    pub async fn write_rc_at_dsync(&self, buf: Rc<DmaBuffer>, pos: u64) -> Result<usize> {
+        let source = self.file.reactor.upgrade().unwrap().write_dma_dsync(
+            self.as_raw_fd(),
+            DmaSource::Shared(buf),
+            pos,
+            self.pollable,
+        );
+        enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
+    }
+
     /// Reads from a specific position in the file and returns the buffer.
     ///
     /// The position must be aligned to for Direct I/O. In most platforms

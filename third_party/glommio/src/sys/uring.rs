@@ -61,6 +61,9 @@ enum UringOpDescriptor {
     Cancel(u64),
     Write(*const u8, usize, u64),
     WriteFixed(*const u8, usize, u64, u32),
+    // aof patch: a write with `RWF_DSYNC`, from a registered buffer if it has an index (see
+    // `DmaFile::write_rc_at_dsync`).
+    WriteDsync(*const u8, usize, u64, Option<u32>),
     ReadFixed(u64, usize),
     Read(u64, usize),
     Open(*const u8, libc::c_int, u32),
@@ -377,6 +380,19 @@ fn fill_sqe<F>(
             UringOpDescriptor::WriteFixed(ptr, len, pos, buf_index) => {
                 let buf = std::slice::from_raw_parts(ptr, len);
                 sqe.prep_write_fixed(op.fd, buf, pos, buf_index as _);
+            }
+
+            UringOpDescriptor::WriteDsync(ptr, len, pos, buf_index) => {
+                let buf = std::slice::from_raw_parts(ptr, len);
+                match buf_index {
+                    Some(i) => sqe.prep_write_fixed(op.fd, buf, pos, i as _),
+                    None => sqe.prep_write(op.fd, buf, pos),
+                }
+                // The prep calls zero the flags word; RWF_DSYNC makes the write complete
+                // only once it is durable, as if an fdatasync of its range followed.
+                // SAFETY (aof patch): `raw_mut` hands out the SQE this function is filling,
+                // still ours until submitted; `rw_flags` is the union member a write reads.
+                sqe.raw_mut().cmd_flags.rw_flags = libc::RWF_DSYNC as _;
             }
 
             UringOpDescriptor::SockSend(ptr, len, flags) => {
@@ -1395,8 +1411,9 @@ impl Reactor {
         poll_ring.alloc_dma_buffer(size)
     }
 
-    // aof patch: `punted` (see `DmaFile::write_rc_at_punted`).
-    pub(crate) fn write_dma(&self, source: &Source, pos: u64, punted: bool) {
+    // aof patch: `punted` (see `DmaFile::write_rc_at_punted`) and `dsync`
+    // (`DmaFile::write_rc_at_dsync`).
+    pub(crate) fn write_dma(&self, source: &Source, pos: u64, punted: bool, dsync: bool) {
         let op = match &*source.source_type() {
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
@@ -1408,6 +1425,13 @@ impl Reactor {
             },
             x => panic!("Unexpected source type for write: {:?}", x),
         };
+        let op = match op {
+            UringOpDescriptor::Write(ptr, len, pos) if dsync => UringOpDescriptor::WriteDsync(ptr, len, pos, None),
+            UringOpDescriptor::WriteFixed(ptr, len, pos, id) if dsync => {
+                UringOpDescriptor::WriteDsync(ptr, len, pos, Some(id))
+            }
+            op => op,
+        };
         let q = queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
@@ -1418,7 +1442,12 @@ impl Reactor {
             // aof patch: the write's descriptor is the last one queued (a linked timeout
             // would follow it; file writes carry none).
             if let Some(d) = q.borrow_mut().submissions.back_mut() {
-                if matches!(d.args, UringOpDescriptor::WriteFixed(..) | UringOpDescriptor::Write(..)) {
+                if matches!(
+                    d.args,
+                    UringOpDescriptor::WriteFixed(..)
+                        | UringOpDescriptor::Write(..)
+                        | UringOpDescriptor::WriteDsync(..)
+                ) {
                     d.flags |= SubmissionFlags::ASYNC;
                 }
             }
