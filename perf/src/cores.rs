@@ -48,6 +48,35 @@ pub fn pin(cpu: usize) {
     }
 }
 
+/// `scaling`, with the disk kept as busy as an engine run keeps it: while one thread runs,
+/// sequential O_DIRECT writes into new blocks go on at `mb_per_s_one`, while `threads` run at
+/// `mb_per_s_many` (the MB/s the engine's 1-shard and N-shard runs wrote). The writes cost CPU
+/// time outside any thread of ours (completions, the file system's extent conversions, and on
+/// a VM the host's own device work), which a 1-shard run gets for free on an idle core and an
+/// N-shard run does not. Returns the ratio and the MB/s the two writers achieved.
+pub fn scaling_under_writes(
+    threads: usize,
+    dur: Duration,
+    dir: &std::path::Path,
+    mb_per_s_one: f64,
+    mb_per_s_many: f64,
+) -> Result<(f64, f64, f64), String> {
+    let under = |n: usize, mb: f64| -> Result<(f64, f64), String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (dir, s2) = (dir.to_path_buf(), stop.clone());
+        let writer = std::thread::spawn(move || crate::device::paced_writes(&dir, mb, s2));
+        // Let the writes reach their pace before measuring.
+        std::thread::sleep(Duration::from_millis(100));
+        let r = rate(n, dur);
+        stop.store(true, Ordering::Relaxed);
+        let written = writer.join().map_err(|_| "the disk writer panicked".to_string())??;
+        Ok((r, written))
+    };
+    let (one, w1) = under(1, mb_per_s_one)?;
+    let (many, wn) = under(threads, mb_per_s_many)?;
+    Ok((many / one, w1, wn))
+}
+
 /// Throughput of `threads` pinned threads over that of one, for a CPU-bound loop.
 pub fn scaling(threads: usize, dur: Duration) -> f64 {
     let one = rate(1, dur);

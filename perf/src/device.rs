@@ -8,6 +8,8 @@ use serde::Serialize;
 use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -57,6 +59,56 @@ pub fn measure_limit(dir: &Path, bytes: u64) -> Result<Bandwidth, String> {
             let r = seq_pass(&f, 1 << 20, bytes, true).await;
             let _ = f.close_rc().await;
             r
+        })
+        .map_err(|e| e.to_string())?;
+    let r = ex.join().map_err(|e| e.to_string())?;
+    drop(scratch);
+    r
+}
+
+/// Sequential 1 MiB O_DIRECT writes at `mb_per_s` into new preallocated blocks under `dir`
+/// (8 in flight, each sent at its due time), until `stop` is set; returns the MB/s written.
+/// The disk traffic of an engine run without the engine, for `cores::scaling_under_writes`.
+pub fn paced_writes(dir: &Path, mb_per_s: f64, stop: Arc<AtomicBool>) -> Result<f64, String> {
+    const BS: usize = 1 << 20;
+    // Room for 4 s at this rate (a measurement takes 0.5 s); past it the writes wrap around.
+    let size = ((mb_per_s * 1e6 * 4.0) as u64).clamp(64 << 20, 8 << 30) / BS as u64 * BS as u64;
+    let scratch = crate::scratch::Scratch::new(dir, crate::scratch::DISK_LOAD);
+    let p2 = scratch.path().to_path_buf();
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("aof-perf-disk-load")
+        .spawn(move || async move {
+            let f = open(&p2, size).await?;
+            let next = Rc::new(Cell::new(0u64));
+            let start = Instant::now();
+            let per_write = Duration::from_secs_f64(BS as f64 / (mb_per_s.max(1.0) * 1e6));
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (f, next, stop) = (f.clone(), next.clone(), stop.clone());
+                    glommio::spawn_local(async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let i = next.get();
+                            next.set(i + 1);
+                            let due = start + per_write * i as u32;
+                            let now = Instant::now();
+                            if due > now {
+                                glommio::timer::sleep(due - now).await;
+                            }
+                            let mut b = f.alloc_dma_buffer(BS);
+                            b.as_bytes_mut().fill(0x5A);
+                            let pos = i * BS as u64 % size;
+                            f.write_at(b, pos).await.map_err(|e| e.to_string())?;
+                        }
+                        Ok::<(), String>(())
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await?;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let _ = f.close_rc().await;
+            Ok::<f64, String>(next.get() as f64 * BS as f64 / secs / 1e6)
         })
         .map_err(|e| e.to_string())?;
     let r = ex.join().map_err(|e| e.to_string())?;

@@ -33,7 +33,8 @@ pub const BASELINE: Pattern = pat("baseline-", "");
 pub const DEVICE_PROBE: Pattern = pat("device-probe-", ".dat");
 pub const DEVICE_LIMIT: Pattern = pat("device-limit-", ".dat");
 pub const RAW_PUT: Pattern = pat("raw-put-", ".bin");
-const IN_DIR: [Pattern; 5] = [RUN, BASELINE, DEVICE_PROBE, DEVICE_LIMIT, RAW_PUT];
+pub const DISK_LOAD: Pattern = pat("disk-load-", ".dat");
+const IN_DIR: [Pattern; 6] = [RUN, BASELINE, DEVICE_PROBE, DEVICE_LIMIT, RAW_PUT, DISK_LOAD];
 /// What `bridge` writes in its default object store, `--dir/tier2-store`: its key prefix.
 pub const BRIDGE_OBJECTS: Pattern = pat("perf-", "");
 const IN_STORE: [Pattern; 1] = [BRIDGE_OBJECTS];

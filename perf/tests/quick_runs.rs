@@ -32,6 +32,20 @@ fn quick_suite_runs_and_writes_its_reports() {
         runs.iter().all(|r| r["records"].as_u64().unwrap_or(0) > 0),
         "a scenario appended nothing"
     );
+    // The machine's own scaling, alone and with the runs' disk writes going on beside it.
+    let machine = &report["machine"];
+    assert!(
+        machine["scaling_2_cores"].as_f64().is_some_and(|r| r > 0.0),
+        "{machine}"
+    );
+    let under = &machine["scaling_2_cores_under_writes"];
+    for k in ["ratio", "mb_per_s_1", "mb_per_s_2"] {
+        assert!(under[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {machine}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch data left behind: {left:?}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("| target |") && md.contains("Synced"),
