@@ -5,18 +5,14 @@
 //! pace, and that was most of a `Memory` producer's p99 at half load (measured with a poll
 //! timer on every task: ~400 polls a second of 25-50 µs, all in the tiering task). On a host
 //! with a CPU no shard is pinned to, each shard gets one of these threads there: the shard
-//! hands over a batch of frames at a time through a lock-free queue and awaits the result,
+//! hands over one frame's bytes at a time through a lock-free queue and awaits the result,
 //! serving appends meanwhile. Where every CPU has a shard, a thread of its own would take its
 //! time from a shard at the kernel's whim (milliseconds, not microseconds), so compression
 //! stays on the shard in steps (`tier1::compress_frame`).
 //!
 //! The thread shares nothing with the shard but the queue and each job's reply channel; it
 //! owns its zstd context. It parks when idle and is unparked by each job, so an idle shard
-//! costs no CPU here. The unpark is a futex wake of a thread on another CPU, which the shard
-//! pays for: 8-32 µs on this 2-core VM (an inter-processor interrupt under nested
-//! virtualisation). One job per 64 KiB frame was ~600 of them a second while a segment was
-//! recompressed, a large part of a half-load Memory producer's p99, so jobs carry about
-//! `tier1::JOB_BYTES` of frames (see `tier1::write_frames`).
+//! costs no CPU here.
 
 use crossbeam_queue::ArrayQueue;
 use futures_channel::oneshot;
@@ -24,16 +20,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Jobs waiting at once. The tiering task awaits each job before sending the next, so one
+/// Jobs waiting at once. The tiering task awaits each frame before sending the next, so one
 /// would do; a few leave room without changing that.
 const QUEUE: usize = 4;
 
-/// Frames to compress, each into a zstd frame of its own: their bytes, the zstd level, and
-/// where the answer goes (one per frame, in order).
+/// One frame to compress: its bytes, the zstd level, and where the answer goes.
 struct Job {
-    frames: Vec<Vec<u8>>,
+    src: Vec<u8>,
     level: i32,
-    reply: oneshot::Sender<Result<Vec<Compressed>, String>>,
+    reply: oneshot::Sender<Result<Compressed, String>>,
 }
 
 /// A compressed frame and the crc32c of its compressed bytes (computed on the thread too).
@@ -74,21 +69,16 @@ impl Compressor {
         })
     }
 
-    /// Compresses each of `frames` into a zstd frame of its own at `level`, on the thread,
-    /// and answers them in order. `Err` carries zstd's reason for the first frame that
-    /// failed, or says the thread is gone (the caller then compresses on the shard).
-    pub async fn compress(&self, frames: Vec<Vec<u8>>, level: i32) -> Result<Vec<Compressed>, Refused> {
+    /// Compresses `src` into one zstd frame at `level`, on the thread. `Err` carries zstd's
+    /// reason, or says the thread is gone (the caller then compresses on the shard).
+    pub async fn compress(&self, src: Vec<u8>, level: i32) -> Result<Compressed, Refused> {
         let (tx, rx) = oneshot::channel();
-        let job = Job {
-            frames,
-            level,
-            reply: tx,
-        };
+        let job = Job { src, level, reply: tx };
         if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Refused::Gone(job.frames));
+            return Err(Refused::Gone(job.src));
         }
         if let Err(job) = self.shared.jobs.push(job) {
-            return Err(Refused::Gone(job.frames));
+            return Err(Refused::Gone(job.src));
         }
         if let Some(t) = &self.thread {
             t.thread().unpark();
@@ -105,8 +95,8 @@ impl Compressor {
 
 /// Why the thread did not compress a frame.
 pub enum Refused {
-    /// The thread has stopped or its queue is full; the frames are handed back.
-    Gone(Vec<Vec<u8>>),
+    /// The thread has stopped or its queue is full; the bytes are handed back.
+    Gone(Vec<u8>),
     /// The thread stopped with the job in its queue.
     Lost,
     /// zstd failed, with its error name.
@@ -130,13 +120,8 @@ fn work(s: &Shared) {
     loop {
         while let Some(job) = s.jobs.pop() {
             // A panic must not end the thread: later jobs would then wait in the queue for
-            // ever. It fails this job (the segment stays raw and is retried later).
-            let run = std::panic::AssertUnwindSafe(|| {
-                job.frames
-                    .iter()
-                    .map(|f| compress_one(&mut cctx, f, job.level))
-                    .collect::<Result<Vec<_>, _>>()
-            });
+            // ever. It fails this frame (the segment stays raw and is retried later).
+            let run = std::panic::AssertUnwindSafe(|| compress_one(&mut cctx, &job.src, job.level));
             let out = std::panic::catch_unwind(run).unwrap_or_else(|_| {
                 cctx = zstd_safe::CCtx::create();
                 Err("the compression thread panicked on this frame".to_string())
@@ -195,26 +180,14 @@ mod tests {
         let out = run(move || async move {
             let c = Compressor::start(0, cpus).expect("thread");
             let mut got = Vec::new();
-            // Jobs of 1 to 5 frames of different sizes, so answers out of order or
-            // misattributed within a job decode to the wrong input.
-            let mut i = 0u32;
-            for job in 0..8u32 {
-                let frames: Vec<Vec<u8>> = (0..job % 5 + 1)
-                    .map(|_| {
-                        i += 1;
-                        (0..(i as usize * 3001 + 1)).map(|k| (k as u32 / 7 + i) as u8).collect()
-                    })
-                    .collect();
-                let level = [1, 3, 9][job as usize % 3];
-                match c.compress(frames.clone(), level).await {
-                    Ok(z) => {
-                        assert_eq!(z.len(), frames.len(), "one answer per frame");
-                        got.extend(frames.into_iter().zip(z));
-                    }
-                    Err(_) => panic!("job {job} refused"),
+            for i in 0..20u32 {
+                let src: Vec<u8> = (0..(i as usize * 3001 + 1)).map(|k| (k as u32 / 7 + i) as u8).collect();
+                let level = [1, 3, 9][i as usize % 3];
+                match c.compress(src.clone(), level).await {
+                    Ok(z) => got.push((src, z)),
+                    Err(_) => panic!("frame {i} refused"),
                 }
             }
-            assert_eq!(got.len(), 21);
             got
         });
         for (src, z) in out {
@@ -230,11 +203,11 @@ mod tests {
         let cpus = crate::engine::allowed_cpus();
         let r = run(move || async move {
             let c = Compressor::start(0, cpus).expect("thread");
-            let failed = match c.compress(vec![vec![1; 1000], vec![3; 10]], PANIC_LEVEL).await {
+            let failed = match c.compress(vec![1; 1000], PANIC_LEVEL).await {
                 Err(Refused::Zstd(e)) => e.contains("panicked"),
                 _ => false,
             };
-            let next = c.compress(vec![vec![2; 1000]], 3).await;
+            let next = c.compress(vec![2; 1000], 3).await;
             (failed, next.is_ok())
         });
         assert_eq!(r, (true, true));
@@ -246,8 +219,8 @@ mod tests {
         let r = run(move || async move {
             let c = Compressor::start(0, cpus).expect("thread");
             c.shared.closed.store(true, Ordering::Release);
-            match c.compress(vec![vec![7; 100], vec![8; 5]], 3).await {
-                Err(Refused::Gone(b)) => b == vec![vec![7; 100], vec![8; 5]],
+            match c.compress(vec![7; 100], 3).await {
+                Err(Refused::Gone(b)) => b == vec![7; 100],
                 _ => false,
             }
         });

@@ -214,19 +214,6 @@ pub struct How<'a> {
     pub punt_io: bool,
 }
 
-/// Raw bytes of frames handed to the compression thread in one job. Each job costs the shard
-/// a wake-up of that thread (8-32 µs on this VM, see `compressor`); 16 frames of the default
-/// 64 KiB make ~40 a second at the default pace instead of ~600.
-pub(crate) const JOB_BYTES: usize = 1 << 20;
-
-/// A frame cut from the segment, waiting for its compressed bytes.
-struct Cut {
-    first_offset: u64,
-    raw_pos: u64,
-    raw_len: u32,
-    records: u32,
-}
-
 /// A Tier1 file written and synced, under its temporary name.
 struct Written {
     frames: Vec<FrameEntry>,
@@ -285,109 +272,88 @@ async fn write_frames(
     let mut file_crc = 0u32;
     let mut off_shard = 0u64;
     let mut punted = 0u64;
-    // The bytes of the frames cut for the job being assembled (`batch` has the rest).
-    let mut frames_raw: Vec<Vec<u8>> = Vec::new();
     let target = frame_target as usize;
     loop {
-        // Cut the next frames, about `JOB_BYTES` of them: each whole records, at least one,
-        // up to the target size. `next` and `raw_pos` advance as frames are cut.
-        let mut batch: Vec<Cut> = Vec::new();
-        let mut batch_bytes = 0usize;
-        while batch_bytes < JOB_BYTES {
-            let (mut cut, mut recs) = (0usize, 0u32);
-            loop {
-                if recs > 0 && cut >= target {
-                    break;
+        // Cut the next frame: whole records, at least one, up to the target size.
+        let (mut cut, mut recs) = (0usize, 0u32);
+        loop {
+            if recs > 0 && cut >= target {
+                break;
+            }
+            let avail = raw.len() - cut;
+            let need = if avail < FRAME_HEADER_BYTES {
+                FRAME_HEADER_BYTES
+            } else {
+                for (d, b) in head.iter_mut().zip(raw.range(cut..cut + FRAME_HEADER_BYTES)) {
+                    *d = *b;
                 }
-                let avail = raw.len() - cut;
-                let need = if avail < FRAME_HEADER_BYTES {
-                    FRAME_HEADER_BYTES
-                } else {
-                    for (d, b) in head.iter_mut().zip(raw.range(cut..cut + FRAME_HEADER_BYTES)) {
-                        *d = *b;
-                    }
-                    let Some(len) = peek_len(&head).filter(|&l| l <= RECORD_BYTES_CEILING) else {
-                        return Err(corrupt(src.path, raw_pos + cut as u64, "bad frame header".into()));
-                    };
-                    frame_len(len as usize)
+                let Some(len) = peek_len(&head).filter(|&l| l <= RECORD_BYTES_CEILING) else {
+                    return Err(corrupt(src.path, raw_pos + cut as u64, "bad frame header".into()));
                 };
-                if avail >= need && avail >= FRAME_HEADER_BYTES {
-                    let off = le_u64(&head, 8);
-                    if off != next + recs as u64 {
-                        return Err(corrupt(
-                            src.path,
-                            raw_pos + cut as u64,
-                            format!("expected record {}, found {off}", next + recs as u64),
-                        ));
-                    }
-                    cut += need;
-                    recs += 1;
-                    continue;
-                }
-                if read_pos >= src.data_end {
-                    if avail == 0 {
-                        break;
-                    }
+                frame_len(len as usize)
+            };
+            if avail >= need && avail >= FRAME_HEADER_BYTES {
+                let off = le_u64(&head, 8);
+                if off != next + recs as u64 {
                     return Err(corrupt(
                         src.path,
                         raw_pos + cut as u64,
-                        "frame runs past data_end".into(),
+                        format!("expected record {}, found {off}", next + recs as u64),
                     ));
                 }
-                let n = READ_CHUNK.min((src.data_end - read_pos) as usize);
-                let chunk = if punt_io {
-                    punted += 1;
-                    src.file.read_at_punted(read_pos, n).await
-                } else {
-                    src.file.read_at(read_pos, n).await
-                };
-                let chunk = chunk.map_err(|e| Error::glommio("read segment", src.path, e))?;
-                if chunk.len() != n {
-                    return Err(corrupt(src.path, read_pos, "segment shorter than its seal says".into()));
+                cut += need;
+                recs += 1;
+                continue;
+            }
+            if read_pos >= src.data_end {
+                if avail == 0 {
+                    break;
                 }
-                in_steps(&chunk, |_, piece| {
-                    crc = crc32c::crc32c_append(crc, piece);
-                    raw.extend(piece);
-                })
-                .await;
-                read_pos += n as u64;
-                pace.account(n).await;
+                return Err(corrupt(
+                    src.path,
+                    raw_pos + cut as u64,
+                    "frame runs past data_end".into(),
+                ));
             }
-            if recs == 0 {
-                break;
+            let n = READ_CHUNK.min((src.data_end - read_pos) as usize);
+            let chunk = if punt_io {
+                punted += 1;
+                src.file.read_at_punted(read_pos, n).await
+            } else {
+                src.file.read_at(read_pos, n).await
+            };
+            let chunk = chunk.map_err(|e| Error::glommio("read segment", src.path, e))?;
+            if chunk.len() != n {
+                return Err(corrupt(src.path, read_pos, "segment shorter than its seal says".into()));
             }
-            // The frame's bytes are copied out in steps, so they can go to the compression
-            // thread.
-            let mut frame = Vec::with_capacity(cut);
-            let (a, b) = raw.as_slices();
-            for part in [&a[..cut.min(a.len())], &b[..cut.saturating_sub(a.len())]] {
-                in_steps(part, |_, piece| frame.extend_from_slice(piece)).await;
-            }
-            raw.drain(..cut);
-            batch.push(Cut {
-                first_offset: next,
-                raw_pos,
-                raw_len: cut as u32,
-                records: recs,
-            });
-            frames_raw.push(frame);
-            next += recs as u64;
-            raw_pos += cut as u64;
-            batch_bytes += cut;
+            in_steps(&chunk, |_, piece| {
+                crc = crc32c::crc32c_append(crc, piece);
+                raw.extend(piece);
+            })
+            .await;
+            read_pos += n as u64;
+            pace.account(n).await;
         }
-        if batch.is_empty() {
+        if recs == 0 {
             break;
         }
-        // To the compression thread if there is one, as one job; `Err` hands the frames back
-        // to be compressed (or stored) here.
+        // The frame's bytes are copied out in steps, so they can go to the compression thread.
+        let mut frame = Vec::with_capacity(cut);
+        let (a, b) = raw.as_slices();
+        for part in [&a[..cut.min(a.len())], &b[..cut.saturating_sub(a.len())]] {
+            in_steps(part, |_, piece| frame.extend_from_slice(piece)).await;
+        }
+        raw.drain(..cut);
+        // To the compression thread if there is one; `Err` hands the frame back to be
+        // compressed (or stored) here.
         let shipped = match (level, worker) {
-            (Some(l), Some(w)) => match w.compress(std::mem::take(&mut frames_raw), l).await {
+            (Some(l), Some(w)) => match w.compress(frame, l).await {
                 Ok(c) => {
-                    off_shard += c.len() as u64;
+                    off_shard += 1;
                     Ok(c)
                 }
                 // The thread is gone (it never is while the shard runs): compress here.
-                Err(Refused::Gone(back)) => Err(back),
+                Err(Refused::Gone(frame)) => Err(frame),
                 Err(Refused::Lost) => {
                     let e = std::io::Error::other("the compression thread stopped with a frame in hand");
                     return Err(Error::io("zstd compress", out_path, e));
@@ -396,49 +362,41 @@ async fn write_frames(
                     return Err(Error::io("zstd compress", out_path, std::io::Error::other(name)));
                 }
             },
-            _ => Err(std::mem::take(&mut frames_raw)),
+            _ => Err(frame),
         };
-        let compressed: Vec<(Vec<u8>, u32)> = match shipped {
-            Ok(c) => c.into_iter().map(|c| (c.bytes, c.crc)).collect(),
-            Err(back) => {
-                let mut v = Vec::with_capacity(back.len());
-                for frame in back {
-                    let comp = match level {
-                        Some(_) => compress_frame(&mut cctx, &frame, out_path).await?,
-                        None => frame,
-                    };
-                    let crc = crc32c::crc32c(&comp);
-                    v.push((comp, crc));
-                }
-                v
+        let (comp, comp_crc) = match shipped {
+            Ok(c) => (c.bytes, c.crc),
+            Err(frame) => {
+                let comp = match level {
+                    Some(_) => compress_frame(&mut cctx, &frame, out_path).await?,
+                    None => frame,
+                };
+                let crc = crc32c::crc32c(&comp);
+                (comp, crc)
             }
         };
-        if compressed.len() != batch.len() {
-            let e = std::io::Error::other("the compression thread answered a job with the wrong number of frames");
-            return Err(Error::io("zstd compress", out_path, e));
+        frames.push(FrameEntry {
+            first_offset: next,
+            raw_pos,
+            comp_pos,
+            comp_len: comp.len() as u32,
+            raw_len: cut as u32,
+            comp_crc,
+            records: recs,
+        });
+        comp_pos += comp.len() as u64;
+        next += recs as u64;
+        raw_pos += cut as u64;
+        in_steps(&comp, |_, piece| out.extend_from_slice(piece)).await;
+        if out.len() >= WRITE_CHUNK {
+            let n = align_down(out.len() as u64) as usize;
+            write_dma(out_file, out_path, &out[..n], written, &mut file_crc, punt_io).await?;
+            punted += punt_io as u64;
+            out.drain(..n);
+            written += n as u64;
+            pace.account(n).await;
         }
-        for ((comp, comp_crc), c) in compressed.into_iter().zip(&batch) {
-            frames.push(FrameEntry {
-                first_offset: c.first_offset,
-                raw_pos: c.raw_pos,
-                comp_pos,
-                comp_len: comp.len() as u32,
-                raw_len: c.raw_len,
-                comp_crc,
-                records: c.records,
-            });
-            comp_pos += comp.len() as u64;
-            in_steps(&comp, |_, piece| out.extend_from_slice(piece)).await;
-            if out.len() >= WRITE_CHUNK {
-                let n = align_down(out.len() as u64) as usize;
-                write_dma(out_file, out_path, &out[..n], written, &mut file_crc, punt_io).await?;
-                punted += punt_io as u64;
-                out.drain(..n);
-                written += n as u64;
-                pace.account(n).await;
-            }
-        }
-        // Let appends and reads run between jobs: this task queue has few shares, and an
+        // Let appends and reads run between frames: this task queue has few shares, and an
         // explicit yield hands the core back at once instead of at the next preemption tick.
         glommio::executor().yield_task_queue_now().await;
         if stop() {
