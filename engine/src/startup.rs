@@ -109,7 +109,6 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 /// neither does a "synced" record survive a reboot.
 pub fn check_direct_io(dir: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::OpenOptionsExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| Error::Config("data directory path contains NUL".into()))?;
     // SAFETY: statfs writes into the zeroed struct we own; `c` is a valid NUL-terminated path.
@@ -127,12 +126,7 @@ pub fn check_direct_io(dir: &Path) -> Result<()> {
         });
     }
     let probe = dir.join(".direct-io-probe.tmp");
-    let r = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&probe);
+    let r = create_direct(&probe);
     let _ = std::fs::remove_file(&probe);
     match r {
         Ok(_) => Ok(()),
@@ -147,19 +141,24 @@ pub fn check_direct_io(dir: &Path) -> Result<()> {
     }
 }
 
-/// Whether the file system under `dir` takes a direct write with `RWF_DSYNC`
-/// (`Config::dsync_writes`): one block written so to a scratch file. Every block-device file
-/// system Linux has does; a write refused there would fail its log, so the engine asks first.
-pub fn dsync_writes_work(dir: &Path) -> bool {
+/// Creates (or empties) `path` for writing with O_DIRECT, for the probes below.
+fn create_direct(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    use std::os::unix::io::AsRawFd;
-    let probe = dir.join(".dsync-probe.tmp");
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .custom_flags(libc::O_DIRECT)
-        .open(&probe);
+        .open(path)
+}
+
+/// Whether the file system under `dir` takes a direct write with `RWF_DSYNC`
+/// (`Config::dsync_writes`): one block written so to a scratch file. Every block-device file
+/// system Linux has does; a write refused there would fail its log, so the engine asks first.
+pub fn dsync_writes_work(dir: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let probe = dir.join(".dsync-probe.tmp");
+    let file = create_direct(&probe);
     let block = crate::limits::BLOCK_SIZE as usize;
     let works = file.is_ok_and(|f| {
         let Ok(layout) = std::alloc::Layout::from_size_align(block, block) else {

@@ -24,6 +24,17 @@ fn assert_log(h: &Handle, log: &str, expect: &[Vec<u8>]) {
 }
 
 /// Checks that recovery after a clean close found nothing to repair.
+/// `log` holds `expect`, and holds it again after a clean close and a restart with `cfg` that
+/// recovers without complaint.
+fn assert_log_survives_restart(e: Eng, cfg: aof_engine::Config, log: &str, expect: &[Vec<u8>]) {
+    assert_log(&e.handle(), log, expect);
+    e.close().unwrap();
+    let e = start(cfg);
+    assert_clean_recovery(&e);
+    assert_log(&e.handle(), log, expect);
+    e.close().unwrap();
+}
+
 fn assert_clean_recovery(e: &Engine) {
     for r in e.recovery_reports() {
         assert_eq!(r.truncated_bytes, 0, "{r:?}");
@@ -505,12 +516,7 @@ fn concurrent_writes_retire_in_order_and_lose_nothing() {
     }
     let expect: Vec<Vec<u8>> = expect.into_values().collect();
     assert_eq!(expect.len(), 6 * 60 * 16);
-    assert_log(&h, "c", &expect);
-    e.close().unwrap();
-    let e = start(cfg());
-    assert_clean_recovery(&e);
-    assert_log(&e.handle(), "c", &expect);
-    e.close().unwrap();
+    assert_log_survives_restart(e, cfg(), "c", &expect);
 }
 
 /// A payload that names its writer and index in its first 9 bytes, then `payload` bytes.
@@ -701,12 +707,7 @@ fn split_writes_complete_with_one_write_in_flight() {
     let st = h.stats(0).wait_timeout(T).unwrap();
     assert!(st.head_block_writes > 0, "no partial block was rewritten alone: {st:?}");
     assert!(st.segments_sealed > 0, "no roll: {st:?}");
-    assert_log(&h, "s", &expect);
-    e.close().unwrap();
-    let e = start(cfg());
-    assert_clean_recovery(&e);
-    assert_log(&e.handle(), "s", &expect);
-    e.close().unwrap();
+    assert_log_survives_restart(e, cfg(), "s", &expect);
 }
 
 /// Memory data no append waits for is handed to io_uring's workers when they run on another
@@ -766,12 +767,7 @@ fn writes_nobody_waits_for_go_to_io_workers_on_other_cpus() {
         st.rushed_io >= 2,
         "nothing a Synced append waited on was rushed: {st:?}"
     );
-    assert_log(&h, "p", &expect);
-    e.close().unwrap();
-    let e = start(cfg());
-    assert_clean_recovery(&e);
-    assert_log(&e.handle(), "p", &expect);
-    e.close().unwrap();
+    assert_log_survives_restart(e, cfg(), "p", &expect);
 }
 
 /// `(log dir name, log id from log.meta, log name)` for every log under `root`.
@@ -1454,12 +1450,7 @@ fn a_roll_by_age_takes_a_spare_that_is_still_being_zero_filled() {
         st.spares_zeroed, 0,
         "a roll by age waited for a whole zero-fill: {st:?}"
     );
-    assert_log(&h, "t", &expect);
-    e.close().unwrap();
-    let e = start(cfg());
-    assert_clean_recovery(&e);
-    assert_log(&e.handle(), "t", &expect);
-    e.close().unwrap();
+    assert_log_survives_restart(e, cfg(), "t", &expect);
 }
 
 /// A new Synced log leaves the new blocks of the segment it was created with as soon as a
@@ -1692,11 +1683,6 @@ fn a_lone_synced_write_goes_with_dsync_only_over_durable_bytes() {
             large.fdatasyncs - small.fdatasyncs >= 40,
             "a record over several writes was acknowledged without an fdatasync: {large:?}"
         );
-        assert_log(&h, "d", &expect);
-        e.close().unwrap();
-        let e = start(cfg());
-        assert_clean_recovery(&e);
-        assert_log(&e.handle(), "d", &expect);
-        e.close().unwrap();
+        assert_log_survives_restart(e, cfg(), "d", &expect);
     }
 }

@@ -33,37 +33,42 @@ pub struct DeviceResult {
     pub fdatasyncs_per_s: f64,
 }
 
-pub fn measure(dir: &Path, bytes_per_size: u64, latency_ops: u64) -> Result<DeviceResult, String> {
-    let scratch = crate::scratch::Scratch::new(dir, crate::scratch::DEVICE_PROBE);
-    let p2 = scratch.path().to_path_buf();
+/// Runs `f` on an executor of its own with a scratch path of pattern `p` under `dir`, which
+/// is removed afterwards however `f` ends.
+fn in_scratch<T, F, Fut>(dir: &Path, p: crate::scratch::Pattern, f: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>> + 'static,
+{
+    let scratch = crate::scratch::Scratch::new(dir, p);
+    let path = scratch.path().to_path_buf();
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("aof-perf-device")
-        .spawn(move || async move { run(&p2, bytes_per_size, latency_ops).await })
+        .spawn(move || f(path))
         .map_err(|e| e.to_string())?;
     let r = ex.join().map_err(|e| e.to_string())?;
     drop(scratch);
     r
 }
 
+pub fn measure(dir: &Path, bytes_per_size: u64, latency_ops: u64) -> Result<DeviceResult, String> {
+    in_scratch(dir, crate::scratch::DEVICE_PROBE, move |p| async move {
+        run(&p, bytes_per_size, latency_ops).await
+    })
+}
+
 /// The device's sequential limit alone: a 1 MiB pass into a preallocated file, then the
 /// pass over its written blocks, which is returned. Cheaper than `measure` (two passes), so
 /// `quick` can take it again right before the runs it is compared with.
 pub fn measure_limit(dir: &Path, bytes: u64) -> Result<Bandwidth, String> {
-    let scratch = crate::scratch::Scratch::new(dir, crate::scratch::DEVICE_LIMIT);
-    let p2 = scratch.path().to_path_buf();
-    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("aof-perf-device")
-        .spawn(move || async move {
-            let f = open(&p2, bytes).await?;
-            seq_pass(&f, 1 << 20, bytes, false).await?;
-            let r = seq_pass(&f, 1 << 20, bytes, true).await;
-            let _ = f.close_rc().await;
-            r
-        })
-        .map_err(|e| e.to_string())?;
-    let r = ex.join().map_err(|e| e.to_string())?;
-    drop(scratch);
-    r
+    in_scratch(dir, crate::scratch::DEVICE_LIMIT, move |p| async move {
+        let f = open(&p, bytes).await?;
+        seq_pass(&f, 1 << 20, bytes, false).await?;
+        let r = seq_pass(&f, 1 << 20, bytes, true).await;
+        let _ = f.close_rc().await;
+        r
+    })
 }
 
 /// Sequential 1 MiB O_DIRECT writes at `mb_per_s` into new preallocated blocks under `dir`
@@ -73,47 +78,39 @@ pub fn paced_writes(dir: &Path, mb_per_s: f64, stop: Arc<AtomicBool>) -> Result<
     const BS: usize = 1 << 20;
     // Room for 4 s at this rate (a measurement takes 0.5 s); past it the writes wrap around.
     let size = ((mb_per_s * 1e6 * 4.0) as u64).clamp(64 << 20, 8 << 30) / BS as u64 * BS as u64;
-    let scratch = crate::scratch::Scratch::new(dir, crate::scratch::DISK_LOAD);
-    let p2 = scratch.path().to_path_buf();
-    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("aof-perf-disk-load")
-        .spawn(move || async move {
-            let f = open(&p2, size).await?;
-            let next = Rc::new(Cell::new(0u64));
-            let start = Instant::now();
-            let per_write = Duration::from_secs_f64(BS as f64 / (mb_per_s.max(1.0) * 1e6));
-            let tasks: Vec<_> = (0..8)
-                .map(|_| {
-                    let (f, next, stop) = (f.clone(), next.clone(), stop.clone());
-                    glommio::spawn_local(async move {
-                        while !stop.load(Ordering::Relaxed) {
-                            let i = next.get();
-                            next.set(i + 1);
-                            let due = start + per_write * i as u32;
-                            let now = Instant::now();
-                            if due > now {
-                                glommio::timer::sleep(due - now).await;
-                            }
-                            let mut b = f.alloc_dma_buffer(BS);
-                            b.as_bytes_mut().fill(0x5A);
-                            let pos = i * BS as u64 % size;
-                            f.write_at(b, pos).await.map_err(|e| e.to_string())?;
+    in_scratch(dir, crate::scratch::DISK_LOAD, move |p| async move {
+        let f = open(&p, size).await?;
+        let next = Rc::new(Cell::new(0u64));
+        let start = Instant::now();
+        let per_write = Duration::from_secs_f64(BS as f64 / (mb_per_s.max(1.0) * 1e6));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (f, next, stop) = (f.clone(), next.clone(), stop.clone());
+                glommio::spawn_local(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.get();
+                        next.set(i + 1);
+                        let due = start + per_write * i as u32;
+                        let now = Instant::now();
+                        if due > now {
+                            glommio::timer::sleep(due - now).await;
                         }
-                        Ok::<(), String>(())
-                    })
+                        let mut b = f.alloc_dma_buffer(BS);
+                        b.as_bytes_mut().fill(0x5A);
+                        let pos = i * BS as u64 % size;
+                        f.write_at(b, pos).await.map_err(|e| e.to_string())?;
+                    }
+                    Ok::<(), String>(())
                 })
-                .collect();
-            for t in tasks {
-                t.await?;
-            }
-            let secs = start.elapsed().as_secs_f64();
-            let _ = f.close_rc().await;
-            Ok::<f64, String>(next.get() as f64 * BS as f64 / secs / 1e6)
-        })
-        .map_err(|e| e.to_string())?;
-    let r = ex.join().map_err(|e| e.to_string())?;
-    drop(scratch);
-    r
+            })
+            .collect();
+        for t in tasks {
+            t.await?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let _ = f.close_rc().await;
+        Ok(next.get() as f64 * BS as f64 / secs / 1e6)
+    })
 }
 
 /// Bytes of the 4 KiB pass at most (~1 s at 300 MB/s).
