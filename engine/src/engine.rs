@@ -55,9 +55,13 @@ impl Engine {
         crate::startup::check_io_uring()?;
         crate::startup::check_direct_io(root)?;
         let mut warnings = Vec::new();
-        if config.dsync_writes && !crate::startup::dsync_writes_work(root) {
+        if let Some(e) = config
+            .dsync_writes
+            .then(|| crate::startup::dsync_writes_work(root).err())
+            .flatten()
+        {
             let w = format!(
-                "{} refuses direct writes with RWF_DSYNC: every Synced append takes a write and an fdatasync",
+                "a direct write with RWF_DSYNC in {} failed ({e}): every Synced append takes a write and an fdatasync",
                 root.display()
             );
             tracing::warn!("{w}");

@@ -432,6 +432,7 @@ async fn perform_as(log: &Log, core: &ShardCore, w: Issued, dsync: bool) -> Resu
     }
     if dsync {
         inner.synced_upto = inner.synced_upto.max(inner.written_upto);
+        inner.foreign.sync_done(Instant::now());
     }
     if upto.is_some() || dsync {
         inner.settle();
@@ -457,16 +458,23 @@ async fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
         // before it durable, goes with `RWF_DSYNC`: one request where a write and then an
         // fdatasync took two trips through the kernel and the shard, with the shard woken
         // in between to issue the second (see `Config::dsync_writes`).
+        // A sync held for producers on other threads (`group`) is not taken early this way:
+        // the write goes plain, and the held fdatasync covers it with the rest of the group.
         let dsync = alone
             && core.config.dsync_writes
             && i.want_synced > i.synced_upto
             && !i.sync_in_flight
             && !i.closing
             && w.pos <= i.active.durable_end
-            && i.earlier_segments_durable(base);
+            && i.earlier_segments_durable(base)
+            && i.foreign.hold(Instant::now()).is_none();
         (alone, dsync)
     };
     if alone {
+        if dsync {
+            // It is the sync of its group, as the foreign producers' accounting sees it.
+            log.inner.borrow_mut().foreign.sync_started(Instant::now());
+        }
         return perform_as(log, core, w, dsync).await;
     }
     perform_in_task(log, core, w);

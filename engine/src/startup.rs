@@ -155,19 +155,18 @@ fn create_direct(path: &Path) -> std::io::Result<std::fs::File> {
 /// Whether the file system under `dir` takes a direct write with `RWF_DSYNC`
 /// (`Config::dsync_writes`): one block written so to a scratch file. Every block-device file
 /// system Linux has does; a write refused there would fail its log, so the engine asks first.
-pub fn dsync_writes_work(dir: &Path) -> bool {
+pub fn dsync_writes_work(dir: &Path) -> std::io::Result<()> {
+    use std::io::{Error as IoError, ErrorKind};
     use std::os::unix::io::AsRawFd;
     let probe = dir.join(".dsync-probe.tmp");
-    let file = create_direct(&probe);
     let block = crate::limits::BLOCK_SIZE as usize;
-    let works = file.is_ok_and(|f| {
-        let Ok(layout) = std::alloc::Layout::from_size_align(block, block) else {
-            return false;
-        };
+    let write = |f: std::fs::File| -> std::io::Result<()> {
+        let layout = std::alloc::Layout::from_size_align(block, block)
+            .map_err(|e| IoError::new(ErrorKind::InvalidInput, e.to_string()))?;
         // SAFETY: a non-zero size and a power-of-two alignment (checked by `from_size_align`).
         let buf = unsafe { std::alloc::alloc_zeroed(layout) };
         if buf.is_null() {
-            return false;
+            return Err(IoError::new(ErrorKind::OutOfMemory, "no memory for a 4 KiB buffer"));
         }
         let iov = libc::iovec {
             iov_base: buf.cast(),
@@ -176,12 +175,18 @@ pub fn dsync_writes_work(dir: &Path) -> bool {
         // SAFETY: pwritev2 reads `block` bytes from `buf`, allocated above with that size and
         // alignment and freed only after the call; `iov` lives until it returns.
         let n = unsafe { libc::pwritev2(f.as_raw_fd(), &iov, 1, 0, libc::RWF_DSYNC) };
+        let err = IoError::last_os_error();
         // SAFETY: `buf` came from `alloc_zeroed` with this layout and is freed once.
         unsafe { std::alloc::dealloc(buf, layout) };
-        n == block as isize
-    });
+        match n {
+            n if n == block as isize => Ok(()),
+            n if n < 0 => Err(err),
+            n => Err(IoError::other(format!("short write: {n} of {block} bytes"))),
+        }
+    };
+    let r = create_direct(&probe).and_then(write);
     let _ = std::fs::remove_file(&probe);
-    works
+    r
 }
 
 /// Makes glommio's one-time io_uring poll-mode probe give the right answer.
@@ -253,11 +258,12 @@ mod tests {
         // The engine's data directories are never on tmpfs, which refuses O_DIRECT; only an
         // answer from a disk file system says anything.
         if check_direct_io(&dir).is_ok() {
-            assert!(dsync_writes_work(&dir), "ext4/xfs take RWF_DSYNC direct writes");
+            dsync_writes_work(&dir).expect("ext4/xfs take RWF_DSYNC direct writes");
         }
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the probe file is removed");
         std::fs::remove_dir(&dir).unwrap();
-        assert!(!dsync_writes_work(&dir), "no directory, no write");
+        let e = dsync_writes_work(&dir).expect_err("no directory, no write");
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
     }
 
     #[test]

@@ -23,7 +23,6 @@ fn assert_log(h: &Handle, log: &str, expect: &[Vec<u8>]) {
     }
 }
 
-/// Checks that recovery after a clean close found nothing to repair.
 /// `log` holds `expect`, and holds it again after a clean close and a restart with `cfg` that
 /// recovers without complaint.
 fn assert_log_survives_restart(e: Eng, cfg: aof_engine::Config, log: &str, expect: &[Vec<u8>]) {
@@ -35,6 +34,7 @@ fn assert_log_survives_restart(e: Eng, cfg: aof_engine::Config, log: &str, expec
     e.close().unwrap();
 }
 
+/// Checks that recovery after a clean close found nothing to repair.
 fn assert_clean_recovery(e: &Engine) {
     for r in e.recovery_reports() {
         assert_eq!(r.truncated_bytes, 0, "{r:?}");
@@ -1629,10 +1629,36 @@ fn idle_logs_give_back_their_staging_chunks() {
     e.close().unwrap();
 }
 
+/// Cache flushes the block device holding `dir` has completed (`/sys/dev/block/*/stat`), if it
+/// has a volatile write cache; `None` where it has none (no flushes are sent) or `/sys` does
+/// not say.
+fn device_flushes(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let mut sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    // A partition's flushes are counted on its disk.
+    if sys.join("partition").exists() {
+        sys = sys.join("..");
+    }
+    let cache = std::fs::read_to_string(sys.join("queue/write_cache")).ok()?;
+    if cache.trim() != "write back" {
+        return None;
+    }
+    // Field 16 of the disk's stat: flush requests completed (Documentation/block/stat.rst).
+    std::fs::read_to_string(sys.join("stat"))
+        .ok()?
+        .split_whitespace()
+        .nth(15)?
+        .parse()
+        .ok()
+}
+
 /// A lone Synced append goes to the device as one `RWF_DSYNC` write (`Config::dsync_writes`)
 /// only when every byte before that write is already durable; a record spread over several
-/// writes needs an fdatasync, since the flag covers only the write it is on. Records are
-/// intact either way, before and after a restart, and the same with the flag turned off.
+/// writes needs an fdatasync, since the flag covers only the write it is on. The device's own
+/// count of cache flushes shows the flag reached it. Records are intact either way, before and
+/// after a restart, and the same with the flag turned off.
 #[test]
 fn a_lone_synced_write_goes_with_dsync_only_over_durable_bytes() {
     for dsync in [true, false] {
@@ -1651,6 +1677,7 @@ fn a_lone_synced_write_goes_with_dsync_only_over_durable_bytes() {
         h.create_log("d").wait_timeout(T).unwrap();
         let mut expect = Vec::new();
         let before = h.stats(0).wait_timeout(T).unwrap();
+        let flushes_before = device_flushes(&dir);
         // One at a time, small: each is alone, and what came before it is durable.
         for i in 0..200u64 {
             let p = payload(7, i, 300 + (i % 13) as usize * 61);
@@ -1658,6 +1685,7 @@ fn a_lone_synced_write_goes_with_dsync_only_over_durable_bytes() {
             expect.push(p);
         }
         let small = h.stats(0).wait_timeout(T).unwrap();
+        let flushed = device_flushes(&dir).zip(flushes_before).map(|(a, b)| a - b);
         let (dsyncs, syncs) = (
             small.dsync_writes - before.dsync_writes,
             small.fdatasyncs - before.fdatasyncs,
@@ -1666,6 +1694,12 @@ fn a_lone_synced_write_goes_with_dsync_only_over_durable_bytes() {
             // Rolls (a segment holds ~300 of them) may take an fdatasync instead.
             assert!(dsyncs >= 150, "lone Synced writes did not go with RWF_DSYNC: {small:?}");
             assert!(syncs < 50, "fdatasyncs where RWF_DSYNC writes did: {small:?}");
+            // The flag reached the device: each such write flushed its cache (or went with
+            // FUA, which a device without it gets as a flush), where a plain write would not.
+            // Other writers on the device only add flushes, so this is a lower bound.
+            if let Some(n) = flushed {
+                assert!(n >= 150, "{n} cache flushes for {dsyncs} RWF_DSYNC writes: {small:?}");
+            }
         } else {
             assert_eq!(dsyncs, 0, "{small:?}");
             assert!(syncs >= 200, "each Synced append needs a sync: {small:?}");

@@ -72,22 +72,28 @@ pub fn measure_limit(dir: &Path, bytes: u64) -> Result<Bandwidth, String> {
 }
 
 /// Sequential 1 MiB O_DIRECT writes at `mb_per_s` into new preallocated blocks under `dir`
-/// (8 in flight, each sent at its due time), until `stop` is set; returns the MB/s written.
-/// The disk traffic of an engine run without the engine, for `cores::scaling_under_writes`.
+/// (8 in flight, each sent at its due time, from 8 buffers filled once), until `stop` is set;
+/// returns the MB/s written. The disk traffic of an engine run without the engine, for
+/// `cores::scaling_under_writes`.
 pub fn paced_writes(dir: &Path, mb_per_s: f64, stop: Arc<AtomicBool>) -> Result<f64, String> {
     const BS: usize = 1 << 20;
-    // Room for 4 s at this rate (a measurement takes 0.5 s); past it the writes wrap around.
-    let size = ((mb_per_s * 1e6 * 4.0) as u64).clamp(64 << 20, 8 << 30) / BS as u64 * BS as u64;
+    const DEPTH: usize = 8;
+    // Room for 1.5 s at this rate (a measurement takes 0.6 s); past it the writes wrap around.
+    let size = ((mb_per_s * 1e6 * 1.5) as u64).clamp(64 << 20, 4 << 30) / BS as u64 * BS as u64;
     in_scratch(dir, crate::scratch::DISK_LOAD, move |p| async move {
         let f = open(&p, size).await?;
         let next = Rc::new(Cell::new(0u64));
+        let written = Rc::new(Cell::new(0u64));
         let start = Instant::now();
         let per_write = Duration::from_secs_f64(BS as f64 / (mb_per_s.max(1.0) * 1e6));
-        let tasks: Vec<_> = (0..8)
+        let tasks: Vec<_> = (0..DEPTH)
             .map(|_| {
-                let (f, next, stop) = (f.clone(), next.clone(), stop.clone());
+                let (f, next, written, stop) = (f.clone(), next.clone(), written.clone(), stop.clone());
+                let mut b = f.alloc_dma_buffer(BS);
+                b.as_bytes_mut().fill(0x5A);
+                let b = Rc::new(b);
                 glommio::spawn_local(async move {
-                    while !stop.load(Ordering::Relaxed) {
+                    loop {
                         let i = next.get();
                         next.set(i + 1);
                         let due = start + per_write * i as u32;
@@ -95,12 +101,13 @@ pub fn paced_writes(dir: &Path, mb_per_s: f64, stop: Arc<AtomicBool>) -> Result<
                         if due > now {
                             glommio::timer::sleep(due - now).await;
                         }
-                        let mut b = f.alloc_dma_buffer(BS);
-                        b.as_bytes_mut().fill(0x5A);
+                        if stop.load(Ordering::Relaxed) {
+                            return Ok::<(), String>(());
+                        }
                         let pos = i * BS as u64 % size;
-                        f.write_at(b, pos).await.map_err(|e| e.to_string())?;
+                        f.write_rc_at(b.clone(), pos).await.map_err(|e| e.to_string())?;
+                        written.set(written.get() + 1);
                     }
-                    Ok::<(), String>(())
                 })
             })
             .collect();
@@ -109,7 +116,7 @@ pub fn paced_writes(dir: &Path, mb_per_s: f64, stop: Arc<AtomicBool>) -> Result<
         }
         let secs = start.elapsed().as_secs_f64();
         let _ = f.close_rc().await;
-        Ok(next.get() as f64 * BS as f64 / secs / 1e6)
+        Ok(written.get() as f64 * BS as f64 / secs / 1e6)
     })
 }
 
