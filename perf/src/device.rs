@@ -31,6 +31,11 @@ pub struct DeviceResult {
     pub write_4k_latency: Latency,
     pub write_fdatasync_4k_latency: Latency,
     pub fdatasyncs_per_s: f64,
+    /// The same writes each with `RWF_DSYNC` instead of a following fdatasync: the one request
+    /// the engine sends for a lone Synced append (`Config::dsync_writes`). Absent from reports
+    /// of earlier builds.
+    #[serde(default)]
+    pub write_dsync_4k_latency: Option<Latency>,
 }
 
 /// Runs `f` on an executor of its own with a scratch path of pattern `p` under `dir`, which
@@ -180,6 +185,16 @@ async fn run(path: &Path, total: u64, ops: u64) -> Result<DeviceResult, String> 
         ws.saturating_record(s.elapsed().as_nanos() as u64);
     }
     let rate = ops as f64 / start.elapsed().as_secs_f64();
+    let mut wd = new_hist();
+    for i in 0..ops {
+        let mut b = f.alloc_dma_buffer(4096);
+        b.as_bytes_mut().fill(!(i as u8));
+        let s = Instant::now();
+        f.write_rc_at_dsync(Rc::new(b), i * 4096)
+            .await
+            .map_err(|e| e.to_string())?;
+        wd.saturating_record(s.elapsed().as_nanos() as u64);
+    }
     let _ = f.close_rc().await;
     let _ = Duration::ZERO;
     Ok(DeviceResult {
@@ -187,6 +202,7 @@ async fn run(path: &Path, total: u64, ops: u64) -> Result<DeviceResult, String> 
         write_4k_latency: Latency::from_hist(&w),
         write_fdatasync_4k_latency: Latency::from_hist(&ws),
         fdatasyncs_per_s: rate,
+        write_dsync_4k_latency: Some(Latency::from_hist(&wd)),
     })
 }
 

@@ -610,6 +610,15 @@ fn device_table(d: &device::DeviceResult) -> Table {
             d.fdatasyncs_per_s, s.p50_us, s.p99_us, s.p999_us
         ),
     ]);
+    if let Some(s) = &d.write_dsync_4k_latency {
+        t.row(vec![
+            "4 KiB write with RWF_DSYNC, depth 1, over written blocks".into(),
+            format!(
+                "p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+                s.p50_us, s.p99_us, s.p999_us
+            ),
+        ]);
+    }
     t
 }
 
@@ -1057,11 +1066,16 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         r,
         Goal::AtMost(2.0),
         format!(
-            "{:.0} vs {:.0} µs; 4 MiB segments: {} rolls, {} spares zero-filled whole",
+            "{:.0} vs {:.0} µs; 4 MiB segments: {} rolls, {} spares zero-filled whole; {} of its {} writes went with RWF_DSYNC, whose own p99 on the device is {}",
             s1.latency.p99_us,
             dev_sync_p99,
             s1.engine.iter().map(|e| e.segments_sealed).sum::<u64>(),
             s1.engine.iter().map(|e| e.spares_zeroed).sum::<u64>(),
+            s1.engine.iter().map(|e| e.dsync_writes).sum::<u64>(),
+            s1.engine.iter().map(|e| e.writes).sum::<u64>(),
+            dev.write_dsync_4k_latency
+                .as_ref()
+                .map_or("not measured".to_string(), |l| format!("{:.0} µs", l.p99_us)),
         ),
     );
     check(
