@@ -48,22 +48,10 @@ pub enum Durability {
 /// defaults, 180-202 / 307-363 µs so (three alternating rounds). Never spin with `Own`: the
 /// spin holds off the very workers the shard waits for (depth 1 fell to 2,165-2,382 rec/s
 /// from 3,368-3,560).
-///
-/// Those Synced costs of `Spare` went with the write-then-fdatasync of a lone Synced append.
-/// Since such an append is one `RWF_DSYNC` write (`Config::dsync_writes`), three alternating
-/// pairs each, `Spare` against `Own`: Synced 4 KiB depth 1 4.9-5.5k against 4.9-5.2k rec/s;
-/// 128 producers x 16 x 4 KiB at a retention limit 2612-2793 against 2367-2694 MB/s; 16
-/// on-shard producers of 1 KiB 54-58k against 52-59k; 16 foreign threads 34-37k both; and the
-/// Memory p99 at half load still about halved. Hence the default `Auto`: the spare CPUs where
-/// there are any, as for compression (`CompressionCpus::Spare`), and the shard's own core
-/// where every CPU has a shard (where `Spare` would let each shard's workers run on the other
-/// shards' cores).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum IoWorkerCpus {
-    /// `Spare` when some allowed CPU has no shard pinned to it, `Own` when every one has.
-    #[default]
-    Auto,
     /// The shard's own core (the kernel's behaviour).
+    #[default]
     Own,
     /// The allowed CPUs no shard is pinned to; all allowed CPUs when every one has a shard.
     Spare,
@@ -282,8 +270,8 @@ pub struct Config {
     pub preempt_interval: Duration,
     /// Where the kernel's io_uring workers of a pinned shard run: the threads that carry out
     /// the writes into preallocated space, fdatasyncs and fallocates that cannot complete
-    /// inline. Default `Auto`: the CPUs no shard uses, if there are any, else the shard's own
-    /// (see `IoWorkerCpus` for the trade-off). Ignored when `pin_cores` is off.
+    /// inline. Default `Own` (see `IoWorkerCpus` for the trade-off). Ignored when `pin_cores`
+    /// is off.
     pub io_worker_cpus: IoWorkerCpus,
     /// Recompress sealed segments into Tier1 files. Default `true`. With `false` sealed
     /// segments stay as they were written.
@@ -360,7 +348,7 @@ impl Config {
             reply_spin: None,
             dsync_writes: true,
             preempt_interval: Duration::from_micros(250),
-            io_worker_cpus: IoWorkerCpus::Auto,
+            io_worker_cpus: IoWorkerCpus::Own,
             tier1_compress: true,
             compression: Profile::Balanced,
             compression_cpus: CompressionCpus::Spare,

@@ -89,10 +89,6 @@ impl Engine {
         // The same for every shard: where its io_uring workers may run, if not on its core.
         let io_cpus = match &config.io_worker_cpus {
             crate::config::IoWorkerCpus::Spare if pinned => Some(crate::iowq::spare_cpus(&cpus, shards)),
-            crate::config::IoWorkerCpus::Auto if pinned => {
-                let spare = crate::iowq::cpus_without_shard(&cpus, shards);
-                (!spare.is_empty()).then(|| spare.to_vec())
-            }
             crate::config::IoWorkerCpus::Cpus(list) if pinned => Some(list.clone()),
             _ => None,
         };

@@ -217,9 +217,10 @@ fn compression_runs_on_its_own_thread_or_on_the_shard() {
         let mut c = tier_config(&dir);
         c.compression_cpus = cpus;
         let io_spare = where_.ends_with("spare");
-        // With the workers off the shard's core, recompression's reads and writes go straight
-        // to them; on it (set explicitly: the default puts them on a spare core if any), never.
-        c.io_worker_cpus = if io_spare { IoWorkerCpus::Spare } else { IoWorkerCpus::Own };
+        if io_spare {
+            // Recompression's reads and writes then go straight to the io workers.
+            c.io_worker_cpus = IoWorkerCpus::Spare;
+        }
         let e = start(c);
         let h = e.handle();
         h.create_log("z").wait_timeout(T).unwrap();

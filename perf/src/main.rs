@@ -153,15 +153,10 @@ struct WorkloadArgs {
     /// (`Config::preempt_interval`, default 250).
     #[arg(long)]
     preempt_us: Option<u64>,
-    /// Run the kernel's io_uring workers on the cores no shard uses, or on all cores when
-    /// every one has a shard (`Config::io_worker_cpus = Spare`), instead of the default `Auto`
-    /// (the cores no shard uses where there are any, else each shard's own)
-    #[arg(long, conflicts_with = "io_workers_own")]
-    io_workers_spare: bool,
-    /// Run the kernel's io_uring workers on each shard's own core (`Config::io_worker_cpus =
-    /// Own`) instead of the default `Auto` (the cores no shard uses, where there are any)
+    /// Run the kernel's io_uring workers on the cores no shard uses
+    /// (`Config::io_worker_cpus = Spare`) instead of each shard's own core (the default)
     #[arg(long)]
-    io_workers_own: bool,
+    io_workers_spare: bool,
     /// Always write and then fdatasync, never a lone `RWF_DSYNC` write
     /// (`Config::dsync_writes = false`)
     #[arg(long)]
@@ -326,7 +321,6 @@ impl WorkloadArgs {
             writes_in_flight: self.writes_in_flight,
             preempt_us: self.preempt_us,
             io_workers_spare: self.io_workers_spare,
-            io_workers_own: self.io_workers_own,
             no_dsync: self.no_dsync,
             io_memory_kib: self.io_memory_kib,
             segment_mib: self.segment_mib,
@@ -787,7 +781,6 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             writes_in_flight: None,
             preempt_us: None,
             io_workers_spare: false,
-            io_workers_own: false,
             no_dsync: false,
             io_memory_kib: None,
             segment_mib: None,
@@ -866,11 +859,9 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
     }
     let half = &load[1].1;
     let mut s = half.spec.clone();
-    // The other placement of the io workers, for comparison: the default (`Auto`) puts them
-    // on a core no shard uses when there is one, as on 2 cores with 1 shard.
-    s.label = "memory @50% of max, io workers on the shard's own core".into();
-    s.io_workers_own = true;
-    let half_own = go(s)?;
+    s.label = "memory @50% of max, io workers on spare cores".into();
+    s.io_workers_spare = true;
+    let half_spare = go(s)?;
     // The machine's floor for that schedule, on shard 0's core with the engine closed.
     let floor = floor::open_loop(
         floor::first_cpu(),
@@ -1092,10 +1083,10 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         half.latency.p99_us,
         Goal::AtMost(5.0),
         format!(
-            "absolute; the machine's floor for the same schedule on the same core, no engine: {:.1} µs, so {:.1}x the floor; {:.1} µs with io workers on the shard's own core",
+            "absolute; the machine's floor for the same schedule on the same core, no engine: {:.1} µs, so {:.1}x the floor; {:.1} µs with io workers on the spare core",
             floor.p99_us,
             half.latency.p99_us / floor.p99_us,
-            half_own.latency.p99_us
+            half_spare.latency.p99_us
         ),
     );
     check(
@@ -1103,10 +1094,10 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         half.latency.p9999_us,
         Goal::AtMost(50.0),
         format!(
-            "absolute; machine floor {:.1} µs, so {:.1}x the floor; {:.1} µs with io workers on the shard's own core",
+            "absolute; machine floor {:.1} µs, so {:.1}x the floor; {:.1} µs with io workers on the spare core",
             floor.p9999_us,
             half.latency.p9999_us / floor.p9999_us,
-            half_own.latency.p9999_us
+            half_spare.latency.p9999_us
         ),
     );
     let r = e16.records_per_s / b16.records_per_s;

@@ -220,7 +220,6 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         writes_in_flight: None,
         preempt_us: None,
         io_workers_spare: false,
-        io_workers_own: false,
         no_dsync: false,
         io_memory_kib: None,
         segment_mib: None,

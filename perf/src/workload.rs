@@ -128,12 +128,9 @@ pub struct Spec {
     /// `Config::preempt_interval` in µs; `None` = default.
     #[serde(default)]
     pub preempt_us: Option<u64>,
-    /// `Config::io_worker_cpus = Spare` instead of the default `Auto`.
+    /// `Config::io_worker_cpus = Spare` instead of the default `Own`.
     #[serde(default)]
     pub io_workers_spare: bool,
-    /// `Config::io_worker_cpus = Own` instead of the default `Auto`.
-    #[serde(default)]
-    pub io_workers_own: bool,
     /// `Config::dsync_writes = false`.
     #[serde(default)]
     pub no_dsync: bool,
@@ -273,9 +270,6 @@ pub fn engine_config(dir: &Path, spec: &Spec) -> Config {
     c.io_memory_bytes = c.io_memory_bytes.max(c.flush_pool_bytes() as usize + (2 << 20));
     if spec.io_workers_spare {
         c.io_worker_cpus = aof_engine::IoWorkerCpus::Spare;
-    }
-    if spec.io_workers_own {
-        c.io_worker_cpus = aof_engine::IoWorkerCpus::Own;
     }
     c.dsync_writes = !spec.no_dsync;
     if let Some(kib) = spec.io_memory_kib {
