@@ -460,13 +460,14 @@ async fn flush_active(log: &Rc<Log>, core: &Rc<ShardCore>) -> Result<()> {
         // in between to issue the second (see `Config::dsync_writes`).
         // A sync held for producers on other threads (`group`) is not taken early this way:
         // the write goes plain, and the held fdatasync covers it with the rest of the group.
+        // Earlier segments are durable already: `next_action` seals rolled ones before any
+        // `Flush`, and `perform_as` asserts it for every write.
         let dsync = alone
             && core.config.dsync_writes
             && i.want_synced > i.synced_upto
             && !i.sync_in_flight
             && !i.closing
             && w.pos <= i.active.durable_end
-            && i.earlier_segments_durable(base)
             && i.foreign.hold(Instant::now()).is_none();
         (alone, dsync)
     };

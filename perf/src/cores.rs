@@ -53,14 +53,14 @@ pub fn pin(cpu: usize) {
 /// `mb_per_s_many` (the MB/s the engine's 1-shard and N-shard runs wrote). The writes cost CPU
 /// time outside any thread of ours (completions, the file system's extent conversions, and on
 /// a VM the host's own device work), which a 1-shard run gets for free on an idle core and an
-/// N-shard run does not. Returns the ratio and the MB/s the two writers achieved.
+/// N-shard run does not.
 pub fn scaling_under_writes(
     threads: usize,
     dur: Duration,
     dir: &std::path::Path,
     mb_per_s_one: f64,
     mb_per_s_many: f64,
-) -> Result<(f64, f64, f64), String> {
+) -> Result<UnderWrites, String> {
     let under = |n: usize, mb: f64| -> Result<(f64, f64), String> {
         let stop = Arc::new(AtomicBool::new(false));
         let (dir, s2) = (dir.to_path_buf(), stop.clone());
@@ -72,9 +72,22 @@ pub fn scaling_under_writes(
         let written = writer.join().map_err(|_| "the disk writer panicked".to_string())??;
         Ok((r, written))
     };
-    let (one, w1) = under(1, mb_per_s_one)?;
-    let (many, wn) = under(threads, mb_per_s_many)?;
-    Ok((many / one, w1, wn))
+    let (one, mb_per_s_1) = under(1, mb_per_s_one)?;
+    let (many, mb_per_s_2) = under(threads, mb_per_s_many)?;
+    Ok(UnderWrites {
+        ratio: many / one,
+        mb_per_s_1,
+        mb_per_s_2,
+    })
+}
+
+/// What `scaling_under_writes` measured: the ratio, and the MB/s its writer achieved beside
+/// one thread and beside the N.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct UnderWrites {
+    pub ratio: f64,
+    pub mb_per_s_1: f64,
+    pub mb_per_s_2: f64,
 }
 
 /// Throughput of `threads` pinned threads over that of one, for a CPU-bound loop.

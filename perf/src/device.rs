@@ -4,6 +4,7 @@
 
 use crate::workload::{new_hist, Latency};
 use glommio::io::{DmaFile, OpenOptions};
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::cell::Cell;
 use std::path::Path;
@@ -125,6 +126,26 @@ pub fn paced_writes(dir: &Path, mb_per_s: f64, stop: Arc<AtomicBool>) -> Result<
     })
 }
 
+/// `ops` 4 KiB writes one at a time over the first `ops` blocks of `f`, block `i` filled with
+/// `i ^ fill` and written (and synced, if it does) by `write`; each one timed. Returns their
+/// latencies and how many a second went.
+async fn depth_one<W, Fut>(f: &Rc<DmaFile>, ops: u64, fill: u8, write: W) -> Result<(Histogram<u64>, f64), String>
+where
+    W: Fn(Rc<DmaFile>, glommio::io::DmaBuffer, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut h = new_hist();
+    let start = Instant::now();
+    for i in 0..ops {
+        let mut b = f.alloc_dma_buffer(4096);
+        b.as_bytes_mut().fill(i as u8 ^ fill);
+        let s = Instant::now();
+        write(f.clone(), b, i * 4096).await?;
+        h.saturating_record(s.elapsed().as_nanos() as u64);
+    }
+    Ok((h, ops as f64 / start.elapsed().as_secs_f64()))
+}
+
 /// Bytes of the 4 KiB pass at most (~1 s at 300 MB/s).
 const SMALL_BLOCK_BYTES: u64 = 256 << 20;
 
@@ -166,43 +187,27 @@ async fn run(path: &Path, total: u64, ops: u64) -> Result<DeviceResult, String> 
         let _ = std::fs::remove_file(path);
     }
     let f = open(path, ops * 4096 + 4096).await?;
-    let mut w = new_hist();
-    for i in 0..ops {
-        let mut b = f.alloc_dma_buffer(4096);
-        b.as_bytes_mut().fill(i as u8);
-        let s = Instant::now();
-        f.write_at(b, i * 4096).await.map_err(|e| e.to_string())?;
-        w.saturating_record(s.elapsed().as_nanos() as u64);
-    }
-    let mut ws = new_hist();
-    let start = Instant::now();
-    for i in 0..ops {
-        let mut b = f.alloc_dma_buffer(4096);
-        b.as_bytes_mut().fill(i as u8);
-        let s = Instant::now();
-        f.write_at(b, i * 4096).await.map_err(|e| e.to_string())?;
-        f.fdatasync().await.map_err(|e| e.to_string())?;
-        ws.saturating_record(s.elapsed().as_nanos() as u64);
-    }
-    let rate = ops as f64 / start.elapsed().as_secs_f64();
+    let (w, _) = depth_one(&f, ops, 0, |f, b, pos| async move {
+        f.write_at(b, pos).await.map_err(|e| e.to_string())?;
+        Ok(())
+    })
+    .await?;
+    let (ws, rate) = depth_one(&f, ops, 0, |f, b, pos| async move {
+        f.write_at(b, pos).await.map_err(|e| e.to_string())?;
+        f.fdatasync().await.map_err(|e| e.to_string())
+    })
+    .await?;
     // A file system that refuses the flag (the engine then does without it) leaves this
     // row out instead of failing the whole measurement.
-    let mut wd = Some(new_hist());
-    for i in 0..ops {
-        let Some(h) = wd.as_mut() else { break };
-        let mut b = f.alloc_dma_buffer(4096);
-        b.as_bytes_mut().fill(!(i as u8));
-        let s = Instant::now();
-        match f.write_rc_at_dsync(Rc::new(b), i * 4096).await {
-            Ok(_) => h.saturating_record(s.elapsed().as_nanos() as u64),
-            Err(e) => {
-                eprintln!("aof-perf: warning: RWF_DSYNC writes not measured: {e}");
-                wd = None;
-            }
-        }
-    }
+    let wd = depth_one(&f, ops, 0xFF, |f, b, pos| async move {
+        f.write_rc_at_dsync(Rc::new(b), pos).await.map_err(|e| e.to_string())?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| eprintln!("aof-perf: warning: RWF_DSYNC writes not measured: {e}"))
+    .ok()
+    .map(|(h, _)| h);
     let _ = f.close_rc().await;
-    let _ = Duration::ZERO;
     Ok(DeviceResult {
         seq_write: seq,
         write_4k_latency: Latency::from_hist(&w),

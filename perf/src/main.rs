@@ -842,7 +842,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         Ok(s) => {
             println!(
                 "Machine: with sequential writes into new blocks going on at {:.0} and {:.0} MB/s (what the two runs wrote), the 2-thread loop does {:.2}x one thread's work.\n",
-                s.1, s.2, s.0
+                s.mb_per_s_1, s.mb_per_s_2, s.ratio
             );
             Some(s)
         }
@@ -1132,7 +1132,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             max1.records_per_s,
             machine_scaling,
             match io_scaling {
-                Some(s) => format!(", and {:.2} with the runs' disk writes going on beside it", s.0),
+                Some(s) => format!(", and {:.2} with the runs' disk writes going on beside it", s.ratio),
                 None => ", not measured with disk writes beside it".into(),
             }
         ),
@@ -1211,7 +1211,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
         .into_iter()
         .chain(io_scaling.map(|s| Series {
             name: "machine's scaling, same disk writes".into(),
-            points: vec![(1.0, max1.records_per_s), (2.0, max1.records_per_s * s.0)],
+            points: vec![(1.0, max1.records_per_s), (2.0, max1.records_per_s * s.ratio)],
         }))
         .collect::<Vec<_>>(),
         false,
@@ -1234,7 +1234,7 @@ fn quick(dir: &Path, out: &Path, secs: f64) -> Res<()> {
             "baseline": b16,
             "machine": {
                 "scaling_2_cores": machine_scaling,
-                "scaling_2_cores_under_writes": io_scaling.map(|s| json!({ "ratio": s.0, "mb_per_s_1": s.1, "mb_per_s_2": s.2 })),
+                "scaling_2_cores_under_writes": io_scaling,
                 "open_loop_floor_at_half_rate": floor,
             },
         }),
