@@ -187,22 +187,33 @@ mod tests {
     fn reservations_are_spaced_by_cost_and_idle_time_is_not_banked() {
         let p = Pacer::new(1_000_000).unwrap(); // 1 MB/s: 1000 bytes cost 1 ms
         assert!(Pacer::new(0).is_none());
+        // A reservation's turn is fixed when it is made; the wait returned is measured from the
+        // call, so a slow (descheduled) caller sees less. Bound each wait from both sides with
+        // the time that passed since just before the first reservation: no sleep-based slack.
+        let t0 = Instant::now();
         assert_eq!(p.reserve(1000), Duration::ZERO);
-        let second = p.reserve(1000);
-        assert!(
-            second > Duration::from_micros(900) && second <= Duration::from_millis(1),
-            "{second:?}"
-        );
-        let third = p.reserve(1000);
-        assert!(
-            third > Duration::from_micros(1900) && third <= Duration::from_millis(2),
-            "{third:?}"
-        );
+        let slack = Duration::from_micros(1); // nanosecond truncation of the pacer's clock
+        for k in 1..=2u32 {
+            let wait = p.reserve(1000);
+            let passed = t0.elapsed();
+            let turn = Duration::from_millis(k as u64);
+            assert!(wait <= turn, "reservation {k}: {wait:?} > {turn:?}");
+            assert!(
+                wait + passed + slack >= turn,
+                "reservation {k}: {wait:?} after {passed:?} comes before its turn at {turn:?}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
         // Idle for longer than the backlog: no credit, and no debt.
+        let t1 = Instant::now();
         assert_eq!(p.reserve(1000), Duration::ZERO);
         let next = p.reserve(1000);
-        assert!(next > Duration::from_micros(900), "{next:?}");
+        let passed = t1.elapsed();
+        let turn = Duration::from_millis(1);
+        assert!(
+            next <= turn && next + passed + slack >= turn,
+            "{next:?} after {passed:?}"
+        );
         assert_eq!(p.released_bytes(), 5000);
     }
 
