@@ -159,9 +159,8 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
     let cfg = config(a, dir);
     cfg.validate()?;
     // The default file:// store keeps this run's objects under `tier2-store/perf-<pid>`
-    // (the bridge's key prefix): removed when the run ends, as the engine's data is. Objects
-    // in a real S3 bucket stay under that prefix (the store has no listing to find them by).
-    // The store's directory itself goes too once no run uses it (the last run leaves it
+    // (the bridge's key prefix): removed when the run ends, as the engine's data is (other
+    // stores are emptied under that prefix through the store, below). The store's directory itself goes too once no run uses it (the last run leaves it
     // empty); declared first, so dropped after the objects are.
     struct RemoveIfEmpty(PathBuf);
     impl Drop for RemoveIfEmpty {
@@ -183,6 +182,61 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
         }
         Ok::<_, Box<dyn std::error::Error>>(s)
     })?;
+    let measured = measure(&rt, &store, dir, out, a, &cfg);
+    // The default store's directory goes with `_objects`; any other store (a bucket or a
+    // directory the user named) loses what this run put under its prefix, whether the runs
+    // succeeded or not. A cleanup that fails names what is left: the figures still stand.
+    if _objects.is_none() {
+        match rt.block_on(remove_prefix(&store, &cfg.prefix)) {
+            Ok(n) => eprintln!(
+                "removed this run's {n} objects under {}/ from {}",
+                cfg.prefix, cfg.target
+            ),
+            Err(e) => eprintln!(
+                "warning: could not remove this run's objects under {}/ from {}: {e}; remove them by hand",
+                cfg.prefix, cfg.target
+            ),
+        }
+    }
+    measured
+}
+
+/// Deletes every object and aborts every unfinished upload under `prefix/`; returns how many
+/// objects went.
+async fn remove_prefix(store: &AnyStore, prefix: &str) -> Res<usize> {
+    aof_s3_bridge::abort_stale_uploads(store, prefix, Duration::ZERO).await?;
+    let keys = store.list_keys(prefix).await?;
+    for k in &keys {
+        store.delete(k).await?;
+    }
+    // A directory store keeps the folders its objects were in; the run is over, so nothing
+    // races their removal (the store itself never removes folders: a put may be making one).
+    if let AnyStore::File(f) = store {
+        remove_empty_dirs(&f.root().join(prefix));
+    }
+    Ok(keys.len())
+}
+
+/// Removes `dir` and the directories under it that hold nothing but empty directories.
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    store: &AnyStore,
+    dir: &Path,
+    out: &Path,
+    a: &BridgeArgs,
+    cfg: &BridgeConfig,
+) -> Res<()> {
     let default_pace = aof_s3_bridge::config::DEFAULT_UPLOAD_BYTES_PER_SEC >> 20;
     let paces = if a.pace_mib.is_empty() {
         let mut p = vec![0, default_pace];
@@ -193,7 +247,7 @@ pub fn bridge(dir: &Path, out: &Path, a: &BridgeArgs) -> Res<()> {
     };
     let steps = paces.len() + 2;
     eprintln!("[1/{steps}] raw PUT rate of {}", cfg.target);
-    let raw = rt.block_on(raw_put_rate(&store, dir, &cfg.prefix, cfg.transfer.concurrency, a.secs))?;
+    let raw = rt.block_on(raw_put_rate(store, dir, &cfg.prefix, cfg.transfer.concurrency, a.secs))?;
     let spec = |label: &str| Spec {
         label: label.into(),
         shards: 1,

@@ -192,3 +192,48 @@ fn a_bridge_run_removes_its_objects_from_the_default_store() {
     assert!(names(&data).is_empty(), "left under --dir: {:?}", names(&data));
     let _ = std::fs::remove_dir_all(&b);
 }
+
+/// A store the user names (`--target file://DIR` here; an S3 bucket takes the same path
+/// through the store's listing) keeps nothing of the run: every object under the run's key
+/// prefix is listed and deleted at the end, and the store's other objects stay.
+#[test]
+fn a_bridge_run_removes_its_objects_from_a_named_store_and_nothing_else() {
+    let b = base("bridge-named");
+    let (data, out, store) = (b.join("data"), b.join("out"), b.join("store"));
+    std::fs::create_dir_all(store.join("someone-else")).unwrap();
+    std::fs::write(store.join("someone-else/obj"), b"keep me").unwrap();
+    let target = format!("file://{}", store.display());
+    let o = perf(
+        &data,
+        &out,
+        &[
+            "bridge",
+            "--target",
+            &target,
+            "--secs",
+            "0.3",
+            "--backlog-mib",
+            "4",
+            "--pace-mib",
+            "0",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // It did upload (else there was nothing to remove), and says how many it removed.
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bridge.json")).unwrap()).unwrap();
+    let uploaded = r["busy"][0]["run"]["engine"][0]["tier2_uploaded_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(uploaded > 0, "{r}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("removed this run's "))
+        .unwrap_or_else(|| panic!("no cleanup line: {err}"));
+    let n: usize = line.split(' ').nth(3).unwrap().parse().unwrap();
+    assert!(n > 0, "{line}");
+    assert_eq!(names(&store), ["someone-else"], "{line}");
+    assert_eq!(std::fs::read(store.join("someone-else/obj")).unwrap(), b"keep me");
+    let _ = std::fs::remove_dir_all(&b);
+}

@@ -18,6 +18,7 @@ pub enum Op {
     CompleteMultipart,
     AbortMultipart,
     ListMultipart,
+    List,
     Get,
     GetRange,
     Head,
@@ -26,13 +27,14 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 12] = [
         Op::Put,
         Op::CreateMultipart,
         Op::PutPart,
         Op::CompleteMultipart,
         Op::AbortMultipart,
         Op::ListMultipart,
+        Op::List,
         Op::Get,
         Op::GetRange,
         Op::Head,
@@ -48,6 +50,7 @@ impl Op {
             Op::CompleteMultipart => "complete_multipart",
             Op::AbortMultipart => "abort_multipart",
             Op::ListMultipart => "list_multipart",
+            Op::List => "list",
             Op::Get => "get",
             Op::GetRange => "get_range",
             Op::Head => "head",

@@ -121,3 +121,28 @@ impl OkCount for FileStore {
         self.metrics().ok_count(op)
     }
 }
+
+/// Listing a folder gives its objects at any depth, and nothing else: no sidecars, no temp
+/// files of unfinished uploads, no sibling folder sharing the name's start.
+#[tokio::test]
+async fn listing_finds_exactly_the_objects_under_a_prefix() {
+    let (s, root, work) = store();
+    let (p, _, crc) = file(work.path(), 10, 9);
+    for k in ["run-7/a", "run-7/sub/b", "run-70/c", "top"] {
+        s.put_file(k, &p, crc).await.unwrap();
+    }
+    std::fs::write(root.path().join("run-7/sub/d.tmp-1-00ff"), b"partial").unwrap();
+    for prefix in ["run-7", "run-7/", "/run-7/"] {
+        let mut got = s.list_keys(prefix).await.unwrap();
+        got.sort();
+        assert_eq!(got, ["run-7/a", "run-7/sub/b"], "{prefix}");
+    }
+    let mut all = s.list_keys("").await.unwrap();
+    all.sort();
+    assert_eq!(all, ["run-7/a", "run-7/sub/b", "run-70/c", "top"]);
+    assert!(s.list_keys("absent").await.unwrap().is_empty());
+    // Every listed key reads back: the listing names objects, not files.
+    for k in all {
+        s.head(&k).await.unwrap();
+    }
+}

@@ -207,3 +207,59 @@ async fn bad_credentials_fail_at_once() {
     assert_eq!(store.breaker().state(), aof_s3_bridge::BreakerState::Closed);
     let _ = connect; // (shared helper, used by other binaries)
 }
+
+/// Listing finds exactly the objects under the folder, across more than one page (a listing
+/// page holds 1,000 keys): not a sibling folder sharing the name's start, not an object named
+/// like the folder itself, not an unfinished multipart upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_through_exactly_the_objects_under_a_prefix() {
+    let (store, _cfg) = s3_store("list").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, crc) = random_file(dir.path(), "tiny", 16, 5);
+    const N: usize = 1_003;
+    let mut want: Vec<String> = (0..N).map(|i| format!("run-7/obj-{i:05}")).collect();
+    want.push("run-7/sub/deeper".into());
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in want
+        .iter()
+        .cloned()
+        .chain(["run-70/other".to_string(), "run-7".to_string()])
+        .collect::<Vec<_>>()
+        .chunks(64)
+    {
+        let (store, path, chunk) = (store.clone(), path.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for k in chunk {
+                store.put_file(&k, &path, crc).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    store
+        .client()
+        .create_multipart_upload()
+        .bucket(store.bucket())
+        .key("run-7/unfinished")
+        .send()
+        .await
+        .unwrap();
+
+    for prefix in ["run-7", "run-7/"] {
+        let mut got = store.list_keys(prefix).await.unwrap();
+        got.sort();
+        want.sort();
+        assert_eq!(got.len(), want.len(), "{prefix}");
+        assert!(got == want, "{prefix}: listing differs");
+    }
+    assert_eq!(
+        store.list_keys("run-70").await.unwrap(),
+        vec!["run-70/other".to_string()]
+    );
+    assert!(store.list_keys("nothing-here").await.unwrap().is_empty());
+    assert!(
+        store.metrics().ok_count(Op::List) >= 2 * 2 + 2,
+        "pages counted in metrics"
+    );
+}

@@ -312,6 +312,15 @@ impl ObjectStore for FileStore {
         .await
     }
 
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.root.clone();
+        let prefix = prefix.trim_matches('/').to_string();
+        let found = tokio::task::spawn_blocking(move || find_objects(&root, &prefix))
+            .await
+            .map_err(|e| StoreError::new(Op::List, prefix_key(), FailureKind::LocalIo, e.to_string()))?;
+        found.map_err(|e| StoreError::local_io(Op::List, prefix_key(), "walk", &self.root, e))
+    }
+
     async fn list_pending_uploads(&self, prefix: &str, older_than: Duration) -> Result<Vec<PendingUpload>, StoreError> {
         let root = self.root.clone();
         let prefix = prefix.trim_matches('/').to_string();
@@ -336,11 +345,14 @@ fn prefix_key() -> &'static str {
     "(prefix)"
 }
 
-/// Temp files (left by a crash mid-write) under `root/prefix`, older than `cutoff`. The
-/// "upload id" is the temp file's path relative to the root.
-fn find_temps(root: &Path, prefix: &str, cutoff: SystemTime) -> io::Result<Vec<PendingUpload>> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.join(prefix)];
+/// Every file under `root/prefix` (an empty prefix: the whole root) and its subdirectories,
+/// calling `f` with its path and metadata; a missing directory holds nothing.
+fn walk(root: &Path, prefix: &str, mut f: impl FnMut(&Path, &std::fs::Metadata)) -> io::Result<()> {
+    let mut stack = vec![if prefix.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(prefix)
+    }];
     while let Some(dir) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -349,28 +361,50 @@ fn find_temps(root: &Path, prefix: &str, cutoff: SystemTime) -> io::Result<Vec<P
         };
         for entry in entries {
             let entry = entry?;
-            let path = entry.path();
             let meta = entry.metadata()?;
             if meta.is_dir() {
-                stack.push(path);
-                continue;
+                stack.push(entry.path());
+            } else {
+                f(&entry.path(), &meta);
             }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((object, _)) = name.split_once(TMP_MARKER) else {
-                continue;
-            };
-            let initiated = meta.modified().ok();
-            if initiated.is_some_and(|t| t > cutoff) {
-                continue;
-            }
-            let rel = path.strip_prefix(root).unwrap_or(&path);
-            let key = rel.with_file_name(object).to_string_lossy().into_owned();
-            out.push(PendingUpload {
-                key,
-                upload_id: rel.to_string_lossy().into_owned(),
-                initiated,
-            });
         }
     }
+    Ok(())
+}
+
+/// Keys of the objects under `root/prefix`: every file but sidecars and temp files.
+fn find_objects(root: &Path, prefix: &str) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    walk(root, prefix, |path, _| {
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        if name.contains(TMP_MARKER) || name.ends_with(META_SUFFIX) {
+            return;
+        }
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        out.push(rel.to_string_lossy().into_owned());
+    })?;
+    Ok(out)
+}
+
+/// Temp files (left by a crash mid-write) under `root/prefix`, older than `cutoff`. The
+/// "upload id" is the temp file's path relative to the root.
+fn find_temps(root: &Path, prefix: &str, cutoff: SystemTime) -> io::Result<Vec<PendingUpload>> {
+    let mut out = Vec::new();
+    walk(root, prefix, |path, meta| {
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let Some((object, _)) = name.split_once(TMP_MARKER) else {
+            return;
+        };
+        let initiated = meta.modified().ok();
+        if initiated.is_some_and(|t| t > cutoff) {
+            return;
+        }
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        out.push(PendingUpload {
+            key: rel.with_file_name(object).to_string_lossy().into_owned(),
+            upload_id: rel.to_string_lossy().into_owned(),
+            initiated,
+        });
+    })?;
     Ok(out)
 }

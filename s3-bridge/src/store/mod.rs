@@ -79,6 +79,10 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes `key`; deleting an absent object succeeds (retention may repeat itself).
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Keys of the whole objects under the folder `prefix` (keys that start with `prefix/`),
+    /// in no particular order. Unfinished uploads are not objects and are not listed.
+    fn list_keys(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// Unfinished uploads under `prefix` started more than `older_than` ago.
     fn list_pending_uploads(
         &self,
@@ -158,6 +162,9 @@ impl ObjectStore for AnyStore {
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.delete(key).await)
+    }
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.list_keys(prefix).await)
     }
     async fn list_pending_uploads(&self, prefix: &str, older_than: Duration) -> Result<Vec<PendingUpload>, StoreError> {
         dispatch!(self, s => s.list_pending_uploads(prefix, older_than).await)

@@ -216,6 +216,37 @@ impl ObjectStore for S3Store {
             .await
     }
 
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // A folder is listed as "name/" (not "name-2/..."); an empty prefix is the whole bucket.
+        let folder = match prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .res
+                .call(Op::List, &folder, Admission::Guarded, || async {
+                    let out = self
+                        .client
+                        .list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(&folder)
+                        .set_continuation_token(token.clone())
+                        .send()
+                        .await;
+                    Ok((out.map_err(|e| sdk_error(Op::List, &folder, e))?, 0))
+                })
+                .await?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
     async fn list_pending_uploads(&self, prefix: &str, older_than: Duration) -> Result<Vec<PendingUpload>, StoreError> {
         let cutoff = SystemTime::now() - older_than;
         let mut found = Vec::new();
