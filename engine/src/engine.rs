@@ -104,7 +104,7 @@ impl Engine {
             crate::config::CompressionCpus::Cpus(list) => Some(list.clone()),
         };
         for id in 0..shards {
-            let mailbox = Arc::new(Mailbox::new(config.inbox_capacity));
+            let mailbox = Arc::new(Mailbox::new(id, config.inbox_capacity));
             let zstd_cpus = zstd_cpus.clone();
             let (tx, rx) = oneshot::channel::<Result<(Vec<RecoveryReport>, Vec<String>)>>();
             let io_cpus = io_cpus.clone();
@@ -124,6 +124,7 @@ impl Engine {
             let (cfg, pl, mb) = (config.clone(), placement.clone(), mailbox.clone());
             let own_cpu = pinned.then(|| cpus[id % cpus.len()]);
             let spawned = b.spawn(move || async move {
+                let _close_on_panic = crate::mailbox::CloseOnPanic(mb.clone());
                 let mut io_workers_elsewhere = false;
                 if let Some(c) = io_cpus {
                     // Not fatal: without it (kernels before 5.14) the workers share the
@@ -366,7 +367,7 @@ impl Handle {
         if fail_fast {
             return match mailbox.try_send(job) {
                 Ok(()) => Reply::sent(rx).with_spin(spin),
-                Err(SendError::Closed) => Reply::ready(Err(Error::ShuttingDown)),
+                Err(SendError::Closed) => Reply::ready(Err(mailbox.closed_error())),
                 Err(SendError::Full(_)) => Reply::ready(Err(Error::InboxFull {
                     shard,
                     capacity: self.inner.config.inbox_capacity,
@@ -378,7 +379,7 @@ impl Handle {
         // defers the send to the Reply, which then waits for room.
         match mailbox.try_send(job) {
             Ok(()) => Reply::sent(rx).with_spin(spin),
-            Err(SendError::Closed) => Reply::ready(Err(Error::ShuttingDown)),
+            Err(SendError::Closed) => Reply::ready(Err(mailbox.closed_error())),
             Err(SendError::Full(job)) => Reply::unsent(job, mailbox.clone(), rx).with_spin(spin),
         }
     }

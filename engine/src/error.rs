@@ -49,8 +49,16 @@ pub enum Error {
     #[error("corruption in {path} at byte {pos}: {detail}")]
     Corruption { path: PathBuf, pos: u64, detail: String },
 
+    /// The engine is closing, or the shard stopped before answering a request already sent
+    /// to it (see [`Error::ShardFailed`]).
     #[error("the engine is shutting down")]
     ShuttingDown,
+
+    /// The shard's thread panicked (a bug, in the engine or in a task given to `spawn_on`)
+    /// and stopped: its logs are unavailable until the engine is reopened, and recovery then
+    /// keeps every acknowledged record as after a crash. The other shards go on serving.
+    #[error("shard {shard} has stopped after a panic on its thread (see the log output): close and reopen the engine to recover its logs")]
+    ShardFailed { shard: usize },
 
     #[error("invalid configuration: {0}")]
     Config(String),

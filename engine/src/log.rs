@@ -508,8 +508,4 @@ impl Log {
         drop(i);
         self.changed.notify_all();
     }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }

@@ -22,11 +22,17 @@ pub struct Mailbox {
     space_waiters: SegQueue<Waker>,
     closed: AtomicBool,
     close_requested: AtomicBool,
+    /// Set (before `closed`) when the shard's thread panicked: later requests are told the
+    /// shard failed rather than that the engine is shutting down.
+    failed: AtomicBool,
+    shard: usize,
 }
 
 impl Mailbox {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(shard: usize, capacity: usize) -> Self {
         Mailbox {
+            failed: AtomicBool::new(false),
+            shard,
             queue: ArrayQueue::new(capacity),
             inbox_waker: AtomicWaker::new(),
             space_waiters: SegQueue::new(),
@@ -93,8 +99,38 @@ impl Mailbox {
         self.close_requested.load(Ordering::Acquire)
     }
 
+    #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the mailbox of a shard whose thread is unwinding from a panic.
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.close();
+    }
+
+    /// What a request refused by this closed mailbox is told.
+    pub fn closed_error(&self) -> Error {
+        if self.failed.load(Ordering::Acquire) {
+            Error::ShardFailed { shard: self.shard }
+        } else {
+            Error::ShuttingDown
+        }
+    }
+}
+
+/// Held by a shard's main future: if the shard's thread panics, the executor drops it while
+/// unwinding, and the mailbox closes. Without it the handle would go on queueing requests that
+/// no one runs, and their callers would wait forever. A normal exit closes the mailbox itself
+/// (earlier, in order); closing again is harmless.
+pub struct CloseOnPanic(pub std::sync::Arc<Mailbox>);
+
+impl Drop for CloseOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail();
+        }
     }
 }
 
@@ -103,8 +139,31 @@ pub enum SendError {
     Closed,
 }
 
-impl From<SendError> for Error {
-    fn from(_: SendError) -> Self {
-        Error::ShuttingDown
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_mailbox_refuses_with_the_shard_and_drops_queued_jobs() {
+        let mb = std::sync::Arc::new(Mailbox::new(3, 4));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        assert!(mb.try_send(Box::new(move |_| drop(tx))).is_ok());
+        // A guard dropped on a normal exit changes nothing.
+        drop(CloseOnPanic(mb.clone()));
+        assert!(!mb.is_closed());
+        let guard = CloseOnPanic(mb.clone());
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _g = guard;
+            panic!("a shard's task panicked");
+        }));
+        assert!(unwound.is_err());
+        assert!(mb.is_closed());
+        // The queued job was dropped (its reply sender with it), not left to wait.
+        assert!(rx.recv().is_err());
+        assert!(matches!(mb.try_send(Box::new(|_| {})), Err(SendError::Closed)));
+        assert!(matches!(mb.closed_error(), Error::ShardFailed { shard: 3 }));
+        let closed = Mailbox::new(1, 4);
+        closed.close();
+        assert!(matches!(closed.closed_error(), Error::ShuttingDown));
     }
 }

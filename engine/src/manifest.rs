@@ -219,14 +219,6 @@ impl Manifest {
         Ok(())
     }
 
-    /// Forces a compaction now (tests and `close`).
-    pub async fn compact(&self) -> Result<()> {
-        self.lock().await;
-        let r = self.compact_locked().await;
-        self.unlock();
-        r
-    }
-
     async fn compact_locked(&self) -> Result<()> {
         let g = self.generation.get() + 1;
         let mut snap = encode_file_header(SNAP_MAGIC, g);

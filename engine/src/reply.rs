@@ -151,7 +151,7 @@ impl<T> Future for Reply<T> {
                             let rx = std::mem::replace(rx, oneshot::channel().1);
                             self.state = State::Sent(rx);
                         }
-                        Err(SendError::Closed) => return Poll::Ready(Err(Error::ShuttingDown)),
+                        Err(SendError::Closed) => return Poll::Ready(Err(mailbox.closed_error())),
                         Err(SendError::Full(j)) => {
                             mailbox.wait_for_space(cx.waker());
                             // The shard may have drained between the failed push and the
@@ -161,7 +161,7 @@ impl<T> Future for Reply<T> {
                                     let rx = std::mem::replace(rx, oneshot::channel().1);
                                     self.state = State::Sent(rx);
                                 }
-                                Err(SendError::Closed) => return Poll::Ready(Err(Error::ShuttingDown)),
+                                Err(SendError::Closed) => return Poll::Ready(Err(mailbox.closed_error())),
                                 Err(SendError::Full(j)) => {
                                     *job = Some(j);
                                     return Poll::Pending;

@@ -204,6 +204,7 @@ impl ActiveSegment {
             head_only: c.head && !last,
         };
         debug_assert!(!plan.head_only || head_written);
+        debug_assert_eq!(plan.end(), end);
         debug_assert_eq!(self.stage_pos(), align_down(end), "the next write follows this one");
         let buf = Rc::new(c.into_write_buffer());
         debug_assert!(

@@ -5,7 +5,7 @@
 
 use crate::catalog::Placement;
 use crate::compressor::Compressor;
-use crate::config::{Config, Durability, Profile};
+use crate::config::{Config, Profile};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::format::logmeta::LogMeta;
@@ -13,13 +13,12 @@ use crate::limits::LOG_NAME_BYTES_MAX;
 use crate::log::Log;
 use crate::mailbox::Mailbox;
 use crate::manifest::Manifest;
-use crate::record::{now_ns, NewRecord, Record};
+use crate::record::{now_ns, Record};
 use crate::recovery::{self, RecoveryReport};
 use crate::tier0::HotCache;
 use crate::tier2::link::Link;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -341,17 +340,6 @@ impl ShardCore {
         }
         self.install(Rc::new(log));
         Ok(())
-    }
-
-    pub async fn append(
-        self: &Rc<Self>,
-        name: &str,
-        recs: &[NewRecord<'_>],
-        d: Durability,
-        wait: bool,
-    ) -> Result<Range<u64>> {
-        let log = self.log(name)?;
-        log.append(self, recs, d, wait).await
     }
 
     pub async fn read_from(

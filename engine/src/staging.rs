@@ -97,6 +97,7 @@ impl Staging {
         }
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }

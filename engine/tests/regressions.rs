@@ -1720,3 +1720,73 @@ fn a_lone_synced_write_goes_with_dsync_only_over_durable_bytes() {
         assert_log_survives_restart(e, cfg(), "d", &expect);
     }
 }
+
+// Bug pinned: a task given to `spawn_on` that panicked took its shard's thread down, and every
+// later request to that shard waited forever, queued in a mailbox no one drained any more.
+// Now the requests fail at once with the shard named, the other shard goes on serving, close
+// reports the failure, and a reopen recovers every acknowledged record of both shards.
+#[test]
+fn a_shard_whose_thread_panicked_refuses_requests_instead_of_hanging() {
+    let dir = tempdir("reg-shard-panic");
+    let cfg = small_config(&dir, 2);
+    let e = start(cfg.clone());
+    let h = e.handle();
+    let on = |shard: usize| {
+        (0..)
+            .map(|i| format!("log-{i}"))
+            .find(|n| h.shard_of(n) == shard)
+            .unwrap()
+    };
+    let (a, b) = (on(0), on(1));
+    let mut expect: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
+    for (k, log) in [&a, &b].into_iter().enumerate() {
+        h.create_log(log).wait_timeout(T).unwrap();
+        for i in 0..40u64 {
+            let p = payload(k, i, 1 + (i as usize * 97) % 5000);
+            assert_eq!(h.append(log, p.clone(), Durability::Synced).wait_timeout(T).unwrap(), i);
+            expect.entry(log.as_str()).or_default().push(p);
+        }
+    }
+
+    let died = h.spawn_on(0, |_| async move {
+        panic!("a bug in a task given to spawn_on (this panic is the test's)");
+        #[allow(unreachable_code)]
+        Ok(())
+    });
+    // The request in flight ends (its reply went with the shard's tasks) ...
+    assert!(matches!(died.wait_timeout(T), Err(Error::ShuttingDown)));
+    // ... as do requests sent while the thread is still unwinding (queued, then dropped) ...
+    let t0 = std::time::Instant::now();
+    loop {
+        match h.offsets(&a).wait_timeout(T) {
+            Err(Error::ShuttingDown) if t0.elapsed() < T => std::thread::yield_now(),
+            Err(Error::ShardFailed { shard: 0 }) => break,
+            r => panic!("{r:?}"),
+        }
+    }
+    // ... and every later one to that shard is refused at once, naming it, whatever it is.
+    let refused = [
+        h.append(&a, vec![1u8; 10], Durability::Synced)
+            .wait_timeout(T)
+            .map(|_| ()),
+        h.read(&a, 0).wait_timeout(T).map(|_| ()),
+        h.sync(&a).wait_timeout(T).map(|_| ()),
+        h.create_log(&on(0).replace("log", "new")).wait_timeout(T).map(|_| ()),
+    ];
+    for r in refused {
+        assert!(matches!(r, Err(Error::ShardFailed { shard: 0 })), "{r:?}");
+    }
+    // The other shard serves on.
+    let p = payload(1, 40, 123);
+    assert_eq!(h.append(&b, p.clone(), Durability::Synced).wait_timeout(T).unwrap(), 40);
+    expect.get_mut(b.as_str()).unwrap().push(p);
+    assert_log(&h, &b, &expect[b.as_str()]);
+    let closed = e.close();
+    assert!(closed.is_err(), "close hid a shard's panic: {closed:?}");
+
+    let e = start(cfg);
+    for (log, records) in &expect {
+        assert_log(&e.handle(), log, records);
+    }
+    e.close().unwrap();
+}
