@@ -31,6 +31,20 @@ impl Placement {
             for l in std::fs::read_dir(e.path()).map_err(|err| Error::io("list shard directory", e.path(), err))? {
                 let l = l.map_err(|err| Error::io("list shard directory", e.path(), err))?;
                 if !l.path().join(FILE_NAME).exists() {
+                    // A crash between a create's mkdir and its `log.meta` leaves a directory
+                    // with nothing in it worth keeping (skipped). Segments without `log.meta`
+                    // are damage: skipping them would hide the log's records, and a later
+                    // create of the same name would start an empty log beside them.
+                    if let Some(seg) = segment_file_in(&l.path())? {
+                        return Err(Error::Corruption {
+                            path: l.path().join(FILE_NAME),
+                            pos: 0,
+                            detail: format!(
+                                "missing, but the log directory holds segment files ({}): restore log.meta from a backup, or move the directory out of the data directory to drop the log",
+                                seg
+                            ),
+                        });
+                    }
                     continue;
                 }
                 if id >= shards {
@@ -61,6 +75,26 @@ impl Placement {
             None => (stable_hash(name) % self.shards as u64) as usize,
         }
     }
+}
+
+/// The name of a raw or Tier1 segment file in `dir`, if there is one.
+fn segment_file_in(dir: &Path) -> Result<Option<String>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    for f in std::fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))? {
+        let name = f
+            .map_err(|e| Error::io("list log directory", dir, e))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if crate::format::segment::parse_file_name(&name).is_some()
+            || crate::format::tier1::parse_file_name(&name).is_some()
+        {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }
 
 /// FNV-1a: stable across processes, versions and platforms, unlike std's hasher.

@@ -53,8 +53,8 @@ fn corrupt(path: &Path, detail: String) -> Error {
 
 impl Manifest {
     /// Replays `manifest.snap` and `manifest.log` in `dir` with ordinary blocking reads (start-up
-    /// only). A torn or damaged tail of the log is cut off; a damaged snapshot is an error,
-    /// because it was written whole and renamed into place.
+    /// only). A torn or damaged tail of the log is cut off; a damaged snapshot or log header
+    /// is an error, because each was written whole and renamed into place.
     pub fn replay(dir: &Path, compact_after: u64) -> Result<(Manifest, Replay)> {
         let mut notes = Vec::new();
         let mut state = State::default();
@@ -98,10 +98,11 @@ impl Manifest {
                     ));
                     None
                 }
-                Err(d) => {
-                    notes.push(format!("manifest: log header unusable ({d}); starting a new log"));
-                    None
-                }
+                // The header was written whole and renamed into place (as the snapshot was), so
+                // only media damage gets here; starting a new log would forget every record
+                // after the snapshot, Tier2-only segments among them, whose data is nowhere
+                // else on this machine. Refuse, as for a damaged snapshot.
+                Err(d) => return Err(corrupt(&log_path, format!("manifest log header: {d}"))),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("read manifest", &log_path, e)),

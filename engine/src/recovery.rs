@@ -554,10 +554,29 @@ pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result
                         });
                         sealed.push(sealed_tier1(t1.expect("checked"), l, 0).await?);
                     }
-                    Err(why) => report.notes.push(format!(
-                        "{}: unusable tier1 file kept for inspection: {why}",
-                        p.display()
-                    )),
+                    Err(why) => {
+                        report.notes.push(format!(
+                            "{}: unusable tier1 file kept for inspection: {why}",
+                            p.display()
+                        ));
+                        // Its records existed and cannot be served: they are lost up to the
+                        // next segment (reported there), never a log that silently starts
+                        // later. With nothing after it, where its records ended is unknown,
+                        // and any new offset might reuse one: refuse rather than guess.
+                        if Some(base) == last_base {
+                            return Err(Error::Corruption {
+                                path: p.clone(),
+                                pos: 0,
+                                detail: format!("the log's last segment is an unusable tier1 file the manifest does not know ({why}); where its records end is unknown: restore the file or the manifest, or move the file away to give its records up"),
+                            });
+                        }
+                        report.missing.push(MissingFile {
+                            base,
+                            state: "tier1".into(),
+                            detail: format!("unusable tier1 file the manifest does not know: {why}"),
+                        });
+                        sealed.push(missing(base, &dir));
+                    }
                 }
                 continue;
             }
@@ -581,6 +600,19 @@ pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result
         let bytes = std::fs::read(&sf.path).map_err(io("read segment", &sf.path))?;
         report.scanned += 1;
         if let Ok(h) = SegmentHeader::decode(&bytes) {
+            // The unsealed last segment is cut at the end of its valid frames; if its header
+            // names another segment (files renamed or swapped by hand), "its" frames are
+            // someone else's, and cutting would destroy them. Refuse and change nothing.
+            if last && entry.is_none() && (h.log_id != meta.log_id || h.base_offset != sf.base) {
+                return Err(Error::Corruption {
+                    path: sf.path.clone(),
+                    pos: 0,
+                    detail: format!(
+                        "the header of the log's last segment says log {:016x} base {}, its name says log {:016x} base {}: put the file back under its own name",
+                        h.log_id, h.base_offset, meta.log_id, sf.base
+                    ),
+                });
+            }
             if h.log_id != meta.log_id || h.base_offset != sf.base {
                 report.notes.push(format!(
                     "{}: header says log {:016x} base {}, the file name disagrees; trusting the name and the frames",
@@ -638,6 +670,14 @@ pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result
         .unwrap_or(deleted_below)
         .max(deleted_below);
     let tail_base = tail.as_ref().map(|t| t.0.base);
+    // Where a new segment may start: after every record the manifest knows was sealed, even
+    // if the copy here now ends earlier (a damaged seal falls back to the scan, which keeps
+    // the valid prefix only). Starting lower would hand out acknowledged offsets again; the
+    // records in between are reported lost below.
+    let next_base = |sealed: &[SealedSegment], otherwise: u64| {
+        let known = entries.values().map(|e| e.next_offset).max().unwrap_or(0);
+        sealed.last().map_or(otherwise, |s| s.next_offset).max(known)
+    };
     let active = match tail {
         Some((sf, s, bytes)) if s.next_offset > sf.base || SegmentHeader::decode(&bytes).is_ok() => {
             repair_tail(cfg, meta.log_id, sf, s, &bytes, &mut report).await?
@@ -649,12 +689,12 @@ pub async fn open_log(cfg: &Config, dir: PathBuf, manifest: &Manifest) -> Result
             report
                 .notes
                 .push(format!("removed empty segment {}", sf.path.display()));
-            let base = sealed.last().map(|s| s.next_offset).unwrap_or(sf.base);
+            let base = next_base(&sealed, sf.base);
             let (path, file) = create_segment(cfg, &dir, meta.log_id, base).await?;
             fresh_active(cfg, base, path, file)
         }
         None => {
-            let base = sealed.last().map(|s| s.next_offset).unwrap_or(deleted_below);
+            let base = next_base(&sealed, deleted_below);
             let (path, file) = create_segment(cfg, &dir, meta.log_id, base).await?;
             fresh_active(cfg, base, path, file)
         }

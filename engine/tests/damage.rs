@@ -323,10 +323,35 @@ fn a_gap_before_the_last_segment_is_reported_once_and_only_if_it_stays() {
     let last = segs.last().unwrap().clone();
     let base = base_of(&last);
 
-    // 1. The last segment named 10 offsets further on: its frames carry offsets the name does
-    //    not expect, so it holds no records, and the 10 offsets in front of it are lost.
+    // 0. The last segment renamed 10 offsets further on, its header unchanged: the header and
+    //    the name disagree, and cutting "its" tail would destroy the frames, which are another
+    //    segment's. The open is refused and no file changes.
     let bytes = std::fs::read(&last).unwrap();
-    std::fs::rename(&last, renamed(&last, base + 10)).unwrap();
+    let moved = renamed(&last, base + 10);
+    std::fs::rename(&last, &moved).unwrap();
+    let before: Vec<(PathBuf, Vec<u8>)> = seg_files(&dir)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    match aof_engine::Engine::open(one_segment_config(&dir)) {
+        Err(Error::Corruption { path, .. }) => assert_eq!(path, moved),
+        other => panic!("opened over a renamed last segment: {:?}", other.map(|_| ())),
+    }
+    for (p, b) in &before {
+        assert_eq!(&std::fs::read(p).unwrap(), b, "{} changed", p.display());
+    }
+
+    // 1. The same file with a header that agrees with its new name: its frames carry offsets
+    //    the name does not expect, so it holds no records, and the 10 offsets in front of it
+    //    are lost.
+    let header = aof_engine::format::segment::SegmentHeader::decode(&bytes).unwrap();
+    let mut rewritten = aof_engine::format::segment::SegmentHeader {
+        base_offset: base + 10,
+        ..header
+    }
+    .encode();
+    rewritten.extend_from_slice(&bytes[rewritten.len()..]);
+    std::fs::write(&moved, &rewritten).unwrap();
     let e = open(one_segment_config(&dir));
     let r = &e.recovery_reports()[0];
     assert_eq!(r.lost_ranges, vec![(base, base + 10)], "{r:?}");
