@@ -351,7 +351,11 @@ impl ShardCore {
     ) -> Result<Vec<Record>> {
         let log = self.log(name)?;
         let window = (self.config.index_interval_bytes + 4096) as usize;
-        let mut hydrated = false;
+        // Hydrations this read may start. More than one: a segment brought back can be
+        // evicted again before the read gets to it (the budget is enforced by other tasks
+        // too), and a read should not fail for that; bounded, so a budget that cannot hold
+        // the segment ends in an error rather than a loop.
+        let mut hydrations_left = 3u32;
         loop {
             let r = log
                 .read_from(
@@ -363,9 +367,9 @@ impl ShardCore {
                     window,
                 )
                 .await;
-            // A segment that lives only in Tier2: bring it back through the bridge (once per
-            // read) and read again.
-            let (Err(Error::NotLocal { offset, .. }), Some(link), false) = (&r, self.link.get(), hydrated) else {
+            // A segment that lives only in Tier2: bring it back through the bridge and read
+            // again.
+            let (Err(Error::NotLocal { offset, .. }), Some(link), 1..) = (&r, self.link.get(), hydrations_left) else {
                 return r;
             };
             let offset = *offset;
@@ -384,7 +388,7 @@ impl ShardCore {
                 ]);
             }
             crate::tier2::link::hydrate(self, link, &log, base, offset).await?;
-            hydrated = true;
+            hydrations_left -= 1;
         }
     }
 

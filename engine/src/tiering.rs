@@ -395,11 +395,16 @@ async fn remove_local(core: &Rc<ShardCore>, log: &Rc<Log>, store: Store, path: &
 /// Evicts least recently read segments that are safe in Tier2 until the shard is within its
 /// Tier1 budget; if that is not enough, says so loudly and refuses appends.
 pub async fn enforce_budget(core: &Rc<ShardCore>) {
+    enforce_budget_sparing(core, None).await
+}
+
+/// `enforce_budget`, never evicting segment `spare` (`(log_id, base)`).
+pub async fn enforce_budget_sparing(core: &Rc<ShardCore>, spare: Option<(u64, u64)>) {
     let Some(budget) = core.config.tier1_budget_bytes else {
         return;
     };
     while core.tier1_bytes.get() > budget {
-        let Some((log, base)) = eviction_candidate(core) else {
+        let Some((log, base)) = eviction_candidate(core, spare) else {
             break;
         };
         if let Err(e) = evict(core, &log, base).await {
@@ -426,7 +431,7 @@ pub async fn enforce_budget(core: &Rc<ShardCore>) {
 }
 
 /// The least recently read local segment whose Tier2 copy is confirmed.
-fn eviction_candidate(core: &ShardCore) -> Option<(Rc<Log>, u64)> {
+fn eviction_candidate(core: &ShardCore, spare: Option<(u64, u64)>) -> Option<(Rc<Log>, u64)> {
     let m = core.manifest();
     let st = m.state();
     let logs = core.logs.borrow();
@@ -434,7 +439,7 @@ fn eviction_candidate(core: &ShardCore) -> Option<(Rc<Log>, u64)> {
     for log in logs.values() {
         let i = log.inner.borrow();
         for s in &i.sealed {
-            if matches!(s.store, Store::Remote | Store::Missing) {
+            if matches!(s.store, Store::Remote | Store::Missing) || spare == Some((log.id, s.base_offset)) {
                 continue;
             }
             let safe = matches!(

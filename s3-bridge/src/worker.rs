@@ -27,6 +27,20 @@ use tokio::sync::{mpsc, watch, Semaphore};
 const POLL: Duration = Duration::from_millis(1);
 /// How often the data directory is scanned for shards that appeared since.
 const SHARD_SCAN: Duration = Duration::from_secs(1);
+/// How often a shard's ring files are checked for having been replaced.
+const RING_CHECK: Duration = Duration::from_secs(1);
+
+#[derive(PartialEq, Eq)]
+enum Served {
+    Stopped,
+    Replaced,
+}
+
+/// The file at `p` as (device, inode), `None` if it is gone.
+fn file_identity(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
 
 /// What the work loop needs; cheap to clone into tasks.
 #[derive(Clone)]
@@ -106,16 +120,29 @@ impl Worker {
         }
     }
 
-    async fn serve_shard(self, shard: u32, mut stop: watch::Receiver<bool>) {
+    async fn serve_shard(self, shard: u32, stop: watch::Receiver<bool>) {
+        // Ring files replaced while this bridge runs (removed while the engine was down, as
+        // its own error message suggests for damaged ones, and made anew by the engine) are
+        // opened again: served through the old, unlinked files, the shard would never be
+        // answered.
+        while self.clone().serve_rings(shard, stop.clone()).await == Served::Replaced {
+            tracing::info!(shard, "the shard's ring files were replaced; opening them again");
+        }
+    }
+
+    async fn serve_rings(self, shard: u32, mut stop: watch::Receiver<bool>) -> Served {
         let dir = self.root.join(format!("shard-{shard:03}"));
         let open = |d| open_ring(&dir, shard, d, self.ring_capacity);
         let (req, rep) = match (open(Direction::Requests), open(Direction::Replies)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(shard, error = %e, "cannot open the shard's rings; not serving it");
-                return;
+                return Served::Stopped;
             }
         };
+        let paths = [req.path().to_path_buf(), rep.path().to_path_buf()];
+        let opened = paths.clone().map(|p| file_identity(&p));
+        let mut checked = std::time::Instant::now();
         // Requests queued before this bridge started are served, not dropped: every request is
         // idempotent, and dropping them would leave the shard waiting for its next rescan.
         let mut req = Consumer::new(req);
@@ -124,7 +151,13 @@ impl Worker {
         let mut pending_reply: Option<Message> = None;
         loop {
             if *stop.borrow() {
-                return;
+                return Served::Stopped;
+            }
+            if checked.elapsed() >= RING_CHECK {
+                checked = std::time::Instant::now();
+                if paths.clone().map(|p| file_identity(&p)) != opened {
+                    return Served::Replaced;
+                }
             }
             let mut busy = false;
             // Answers first: they free the shard's waiters and the reply ring.
@@ -183,7 +216,7 @@ impl Worker {
         let (seg, result) = match m.body {
             Body::Upload { seg, .. } => (seg, self.upload(shard, &seg).await),
             Body::Download { seg, range: None } => (seg, self.download(shard, &seg).await),
-            Body::Download { seg, range: Some(r) } => (seg, self.download_range(shard, &seg, r).await),
+            Body::Download { seg, range: Some(r) } => (seg, self.download_range(shard, id, &seg, r).await),
             Body::Delete { seg } => (seg, self.delete(&seg).await.map(|()| (0, String::new()))),
             other => {
                 tracing::warn!(?other, "a reply on the request ring");
@@ -278,12 +311,13 @@ impl Worker {
     async fn download_range(
         &self,
         shard: u32,
+        request_id: u64,
         seg: &SegmentId,
         r: std::ops::Range<u64>,
     ) -> Result<(u64, String), StoreError> {
         let key = seg.key(&self.prefix);
         let bytes = self.store.get_range(&key, r.clone()).await?;
-        let dest = aof_engine::tier2::range_path(&tier1_path(&self.root, shard, seg), &r);
+        let dest = aof_engine::tier2::range_path(&tier1_path(&self.root, shard, seg), &r, request_id);
         let mut tmp = dest.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);

@@ -341,7 +341,21 @@ async fn apply(core: &Rc<ShardCore>, link: &Link, m: Message) {
         (Kind::Upload, Body::Done { seg, size, etag }) => {
             // The object must hold this segment's current Tier1 bytes: an answer about an
             // older file of the same segment (remade since, with another crc) is not a copy.
-            let current = core.manifest().state().segments.get(&key).map(|e| e.tier1_crc);
+            let (current, deleted) = {
+                let st = core.manifest().state();
+                let deleted = st.logs.get(&key.0).is_some_and(|l| l.deleted_below > key.1);
+                (st.segments.get(&key).map(|e| e.tier1_crc), deleted)
+            };
+            if current.is_none() && deleted {
+                // Retention removed the segment while its upload was in flight, so its delete
+                // had no Tier2 copy to remove: this object is nobody's. Ask for its delete now.
+                // Not recorded in the manifest (no record names an object without its
+                // segment): a crash before the delete is done leaves the object behind.
+                tracing::info!(shard = core.id, %seg, "uploaded after retention removed it: deleting the object");
+                link.settle(key, kind, false);
+                link.ask(core, seg, Kind::Delete, Body::Delete { seg });
+                return;
+            }
             if current != Some(seg.crc32c) {
                 tracing::warn!(shard = core.id, %seg, ?current, "upload answer for another Tier1 file ignored");
                 return;
@@ -409,10 +423,22 @@ async fn finish_hydration(core: &Rc<ShardCore>, link: &Link, log: &Rc<Log>, base
     let path = log.dir.join(&name);
     let (crc, next_offset) = {
         let st = core.manifest().state();
-        let Some(e) = st.segments.get(&(log.id, base)) else {
-            return Ok(()); // deleted meanwhile
-        };
-        (e.tier1_crc, e.next_offset)
+        let e = st.segments.get(&(log.id, base));
+        match e {
+            Some(e) if log.inner.borrow().sealed_segment(base).is_some() => (e.tier1_crc, e.next_offset),
+            _ => {
+                // Deleted by retention meanwhile: the download is nobody's. Remove it, or it
+                // would sit outside the budget's count until the next restart.
+                drop(st);
+                link.hydrations.borrow_mut().remove(&(log.id, base));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove hydrated file of a deleted segment", &path, e)),
+                }
+                return Ok(());
+            }
+        }
     };
     let loaded = crate::tier1::load(&path, log.id, base).map_err(|d| Error::Corruption {
         path: path.clone(),
@@ -454,7 +480,10 @@ async fn finish_hydration(core: &Rc<ShardCore>, link: &Link, log: &Rc<Log>, base
     }
     core.stats.borrow_mut().tier2_hydrations += 1;
     link.hydrations.borrow_mut().remove(&(log.id, base));
-    crate::tiering::enforce_budget(core).await;
+    // The budget is enforced sparing this segment: it is the one a reader waits for, and
+    // evicting it now (it may be the only one safe to evict) would send the reader back to
+    // Tier2 for nothing.
+    crate::tiering::enforce_budget_sparing(core, Some((log.id, base))).await;
     Ok(())
 }
 
@@ -588,7 +617,7 @@ async fn fetch_range(
     link.ranges.borrow_mut().remove(&id);
     outcome.map_err(&unavailable)?;
     let tier1 = log.dir.join(crate::format::tier1::file_name(seg.log_id, seg.base));
-    let path = crate::tier2::range_path(&tier1, &range);
+    let path = crate::tier2::range_path(&tier1, &range, id);
     let f = glommio::io::BufferedFile::open(&path)
         .await
         .map_err(|e| Error::glommio("open ranged read", &path, e))?;
@@ -648,6 +677,22 @@ async fn remote_index(
     }
     let h = fetch_range(core, link, log, seg, 0..fmt::HEADER_USED_BYTES as u64, offset).await?;
     let header = fmt::Header::decode(&h).map_err(corrupt)?;
+    // Ranged reads carry no object-wide checksum and records carry no log id, so an object
+    // replaced by another segment's (another log's at the same base, say) would pass every
+    // frame check: the header must name this very segment, as the manifest recorded it.
+    let expected = core
+        .manifest()
+        .state()
+        .segments
+        .get(&(seg.log_id, seg.base))
+        .map(|e| (e.next_offset, e.data_end, e.data_crc));
+    let found = (header.next_offset, header.data_end, header.data_crc);
+    if header.log_id != seg.log_id || header.base_offset != seg.base || expected != Some(found) {
+        return Err(corrupt(&format!(
+            "its header names log {:016x} base {} (next {}, data_end {}, crc {:08x}), not this segment (log {:016x} base {}, manifest {expected:?})",
+            header.log_id, header.base_offset, found.0, found.1, found.2, seg.log_id, seg.base
+        )));
+    }
     let tr = fetch_range(core, link, log, seg, size - fmt::TRAILER_BYTES as u64..size, offset).await?;
     let t = fmt::decode_trailer(&tr, size).map_err(corrupt)?;
     let index_end = t.index_pos + t.frame_count as u64 * fmt::FRAME_ENTRY_BYTES as u64;

@@ -27,9 +27,12 @@ pub fn tier1_path(root: &Path, shard: usize, log_id: u64, base: u64) -> PathBuf 
 }
 
 /// Where the bytes of a ranged download land for the shard to pick up: beside the segment's
-/// Tier1 path, named by the range (`<name>.t1.range-<start>-<end>`).
-pub fn range_path(tier1: &Path, r: &std::ops::Range<u64>) -> PathBuf {
+/// Tier1 path, named by the range and the request's id (`<name>.t1.range-<start>-<end>-<id>`):
+/// readers of one hot frame ask for the same range at once, and each must get a file of its own
+/// (with a shared name the bridge's writes renamed over each other and the first reader to
+/// finish removed the file the others were about to open).
+pub fn range_path(tier1: &Path, r: &std::ops::Range<u64>, request_id: u64) -> PathBuf {
     let mut name = tier1.as_os_str().to_owned();
-    name.push(format!(".range-{}-{}", r.start, r.end));
+    name.push(format!(".range-{}-{}-{request_id}", r.start, r.end));
     PathBuf::from(name)
 }
