@@ -209,8 +209,36 @@ pub async fn run(log: Rc<Log>, core: Rc<ShardCore>) {
             break;
         }
     }
+    trim_at_close(&log).await;
     log.inner.borrow_mut().flusher_exited = true;
     log.changed.notify_all();
+}
+
+/// After a clean close, cuts the active segment's file at the end of its data (whole blocks).
+/// Past that end a reused file still holds an earlier life's bytes, which the next open would
+/// count as a torn tail it cut whenever they do not parse as whole frames (the tail of a large
+/// frame whose header this life overwrote): a clean close must read as one. The next open
+/// preallocates the file again (`recovery::repair_tail`). Not fatal: the data is durable.
+async fn trim_at_close(log: &Log) {
+    let (file, end, path) = {
+        let i = log.inner.borrow();
+        let a = &i.active;
+        if i.failed.is_some() || !i.closing || !a.named() || !a.inflight.is_empty() || a.unflushed_bytes() > 0 {
+            return;
+        }
+        (
+            a.file.clone(),
+            crate::format::segment::align_up(a.disk_end.max(crate::limits::BLOCK_SIZE)),
+            a.path.clone(),
+        )
+    };
+    let trimmed = async {
+        file.truncate(end).await?;
+        file.fdatasync().await
+    };
+    if let Err(e) = trimmed.await {
+        tracing::warn!(log = %log.name, path = %path.display(), error = %e, "could not cut the active segment at its end on close");
+    }
 }
 
 /// Fails the log after an I/O error in the flusher or one of its write or sync tasks, and
