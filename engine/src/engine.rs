@@ -405,7 +405,15 @@ impl Handle {
         Fut: Future<Output = Result<T>> + 'static,
         T: Send + 'static,
     {
-        self.request(shard, false, move |core| f(Shard { core }))
+        self.request(shard, false, move |core| {
+            let stop = core.clone();
+            // User code may never finish (or wait on a timer when the executor exits, and
+            // never be dropped): at the end of close it is cut short, so its reply comes.
+            futures_lite::future::or(f(Shard { core }), async move {
+                stop.stopped_event.wait_for(|| stop.stopped.get().then_some(())).await;
+                Err(Error::ShuttingDown)
+            })
+        })
     }
 
     pub fn create_log(&self, name: &str) -> Reply<()> {
@@ -541,13 +549,17 @@ impl Handle {
     /// deletion of the raw files it replaced included.
     pub fn tiering_idle(&self, shard: usize) -> Reply<()> {
         self.request(shard, false, |core| async move {
+            // Close stops the tiering task with work still queued: waiting on would outlive
+            // the shard, so a close ends the wait.
             core.tiering_done
                 .wait_for(|| {
-                    (core.tiering_queue.borrow().is_empty() && !core.tiering_busy.get() && core.deletions.get() == 0)
-                        .then_some(())
+                    if core.tiering_queue.borrow().is_empty() && !core.tiering_busy.get() && core.deletions.get() == 0 {
+                        Some(Ok(()))
+                    } else {
+                        core.closing.get().then_some(Err(Error::ShuttingDown))
+                    }
                 })
-                .await;
-            Ok(())
+                .await
         })
     }
 
@@ -660,6 +672,9 @@ impl LocalLog {
     /// [`append_record`](Self::append_record), which waits for exactly what is missing. (Do not
     /// spin on this call with `yield_now`: glommio polls I/O only when the task queue runs
     /// dry or every 100 ms, so a spinning retry starves the very flush it waits for.)
+    /// Behind a `Written` or `Synced` append of this log not yet acknowledged, the record is
+    /// staged but readers see it only once that one is: acknowledgement follows offset order,
+    /// and this call cannot wait (the awaiting appends do).
     pub fn append_buffered(&self, rec: NewRecord<'_>) -> Result<u64> {
         match self.log.try_stage(&self.core, &[rec], Durability::Memory)? {
             Ok(r) => Ok(r.start),

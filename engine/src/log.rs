@@ -404,6 +404,29 @@ impl Log {
             crate::flusher::issue_full_write(self, core);
         }
         self.wait_durable(range.end, durability).await?;
+        // Acknowledgement follows offset order: a reader sees a record only once every record
+        // before it is acknowledged (`visible_upto`), so an append acknowledged before an
+        // earlier one (a Memory append behind a Synced one waiting for its fdatasync) would
+        // not be readable when its caller is told it is done. It waits for the earlier ones;
+        // with one durability per log nothing is ever waiting here.
+        if self.inner.borrow().visible_upto() < range.end {
+            self.changed
+                .wait_for(|| {
+                    let i = self.inner.borrow();
+                    if i.visible_upto() >= range.end {
+                        Some(Ok(()))
+                    } else {
+                        i.failed.as_ref().map(|f| {
+                            Err(Error::LogFailed {
+                                log: self.name.clone(),
+                                detail: f.clone(),
+                                kind: i.failed_kind,
+                            })
+                        })
+                    }
+                })
+                .await?;
+        }
         Ok(range)
     }
 
@@ -487,6 +510,10 @@ impl Log {
                 }
                 if i.active.base_offset >= end && i.rolled.is_empty() {
                     return Some(Ok(()));
+                }
+                // Closing flushers take no more rolls: waiting on would outlive the shard.
+                if i.closing {
+                    return Some(Err(Error::ShuttingDown));
                 }
                 // The segment could not be created: hand the error (with its OS error kind)
                 // to the caller and leave the log as it was.

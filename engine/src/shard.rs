@@ -35,6 +35,10 @@ pub struct ShardCore {
     pub unflushed: Cell<u64>,
     pub budget_freed: Event,
     pub closing: Cell<bool>,
+    /// Set near the end of `close`, once everything is flushed: tasks given to `spawn_on` that
+    /// are still running end with `ShuttingDown` (see `Handle::spawn_on`).
+    pub stopped: Cell<bool>,
+    pub stopped_event: Event,
     pub mailbox: Arc<Mailbox>,
     serial: Cell<u64>,
     pub stats: RefCell<ShardStats>,
@@ -94,6 +98,8 @@ impl ShardCore {
             unflushed: Cell::new(0),
             budget_freed: Event::default(),
             closing: Cell::new(false),
+            stopped: Cell::new(false),
+            stopped_event: Event::default(),
             mailbox,
             serial: Cell::new(0),
             stats: RefCell::new(ShardStats {
@@ -274,6 +280,12 @@ impl ShardCore {
     }
 
     fn install(self: &Rc<Self>, log: Rc<Log>) {
+        // A create that was under way when close began finishes now: its log is durable and
+        // stays, but its flusher must see the close too (close marked only the logs it found),
+        // or close would wait for it forever.
+        if self.closing.get() {
+            log.inner.borrow_mut().closing = true;
+        }
         let task = glommio::spawn_local(crate::flusher::run(log.clone(), self.clone()));
         self.flushers.borrow_mut().push(task);
         self.logs.borrow_mut().insert(log.name.clone(), log);
@@ -399,7 +411,7 @@ impl ShardCore {
         futures_lite::future::yield_now().await;
         self.closing.set(true);
         self.mailbox.close();
-        let logs: Vec<Rc<Log>> = self.logs.borrow().values().cloned().collect();
+        let mut logs: Vec<Rc<Log>> = self.logs.borrow().values().cloned().collect();
         for l in &logs {
             l.inner.borrow_mut().closing = true;
             l.flusher_wake.notify_all();
@@ -408,6 +420,7 @@ impl ShardCore {
         }
         self.budget_freed.notify_all();
         self.tiering_wake.notify_all();
+        self.tiering_done.notify_all();
         let tiering = self.tiering_task.borrow_mut().take();
         if let Some(t) = tiering {
             t.await;
@@ -420,10 +433,19 @@ impl ShardCore {
         if let Some(t) = link {
             t.await;
         }
-        let tasks = std::mem::take(&mut *self.flushers.borrow_mut());
-        for t in tasks {
-            t.await;
+        // Until none is left: a create in flight installs its log (and flusher) meanwhile.
+        loop {
+            let tasks = std::mem::take(&mut *self.flushers.borrow_mut());
+            if tasks.is_empty() {
+                break;
+            }
+            for t in tasks {
+                t.await;
+            }
         }
+        // Again, with the logs of creates that finished meanwhile (the old list is dropped
+        // here: a reference kept past the release below would keep its files open).
+        logs = self.logs.borrow().values().cloned().collect();
         let mut first_err = None;
         for l in &logs {
             let i = l.inner.borrow();
@@ -445,6 +467,12 @@ impl ShardCore {
                 let _ = std::fs::remove_file(p);
             }
         }
+        // Tasks given to `spawn_on` that have not finished (pending forever, or parked on a
+        // timer, which glommio would never drop) end now with `ShuttingDown`, so their callers
+        // are answered and the logs they hold are let go before the files are released.
+        self.stopped.set(true);
+        self.stopped_event.notify_all();
+        futures_lite::future::yield_now().await;
         // Release every file: glommio closes a dropped DmaFile asynchronously at the next I/O
         // cycle, so drop all references and give the reactor a few cycles before the executor
         // exits; otherwise descriptors (and the space of removed spare files) would leak.
