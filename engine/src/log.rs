@@ -404,46 +404,31 @@ impl Log {
             crate::flusher::issue_full_write(self, core);
         }
         self.wait_durable(range.end, durability).await?;
-        // Acknowledgement follows offset order: a reader sees a record only once every record
-        // before it is acknowledged (`visible_upto`), so an append acknowledged before an
-        // earlier one (a Memory append behind a Synced one waiting for its fdatasync) would
-        // not be readable when its caller is told it is done. It waits for the earlier ones;
-        // with one durability per log nothing is ever waiting here.
-        if self.inner.borrow().visible_upto() < range.end {
-            self.changed
-                .wait_for(|| {
-                    let i = self.inner.borrow();
-                    if i.visible_upto() >= range.end {
-                        Some(Ok(()))
-                    } else {
-                        i.failed.as_ref().map(|f| {
-                            Err(Error::LogFailed {
-                                log: self.name.clone(),
-                                detail: f.clone(),
-                                kind: i.failed_kind,
-                            })
-                        })
-                    }
-                })
-                .await?;
-        }
         Ok(range)
     }
 
-    /// Waits until every record below `end` has reached `durability`.
+    /// Waits until every record below `end` has reached `durability` and is visible.
+    /// Acknowledgement follows offset order: a reader sees a record only once every record
+    /// before it is acknowledged (`visible_upto`), so an append acknowledged before an earlier
+    /// one (a Memory append behind a Synced one waiting for its fdatasync) would not be
+    /// readable when its caller is told it is done; it waits for the earlier ones. With one
+    /// durability per log a Memory append never waits here.
     pub(crate) async fn wait_durable(&self, end: u64, durability: Durability) -> Result<()> {
-        if durability == Durability::Memory {
+        let reached = |i: &LogInner| {
+            let mark = match durability {
+                Durability::Memory => i.next_offset,
+                Durability::Written => i.written_upto,
+                Durability::Synced => i.synced_upto,
+            };
+            mark >= end && i.visible_upto() >= end
+        };
+        if reached(&self.inner.borrow()) {
             return Ok(());
         }
         self.changed
             .wait_for(|| {
                 let i = self.inner.borrow();
-                let mark = if durability == Durability::Synced {
-                    i.synced_upto
-                } else {
-                    i.written_upto
-                };
-                if mark >= end {
+                if reached(&i) {
                     Some(Ok(()))
                 } else {
                     i.failed.as_ref().map(|f| {
