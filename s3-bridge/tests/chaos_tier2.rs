@@ -6,7 +6,7 @@
 
 mod common;
 
-use aof_engine::{Config, Durability, Engine, Error, OwnedRecord, Profile, Retention, SegmentState};
+use aof_engine::{Config, Engine, Error, Profile, Retention, SegmentState};
 use common::engine::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,29 +14,6 @@ use std::time::{Duration, Instant};
 /// `body(i)` with every byte xor-ed with `x`: the same length, other content.
 fn body_x(i: u64, x: u8) -> Vec<u8> {
     body(i).into_iter().map(|b| b ^ x).collect()
-}
-
-/// Appends `body_x(k, x)` in batches of 16 until `log` has `segments` sealed segments.
-fn fill_x(h: &aof_engine::Handle, log: &str, from: u64, segments: usize, x: u8) -> u64 {
-    let mut i = from;
-    loop {
-        let recs: Vec<OwnedRecord> = (i..i + 16).map(|k| OwnedRecord::new(body_x(k, x))).collect();
-        match h.append_batch(log, recs, Durability::Written).wait_timeout(T) {
-            Ok(_) => i += 16,
-            Err(Error::DiskBudget { .. }) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("append: {e}"),
-        }
-        let sealed = h
-            .segments(log)
-            .wait_timeout(T)
-            .unwrap()
-            .iter()
-            .filter(|s| !matches!(s.state, SegmentState::Active | SegmentState::Sealing))
-            .count();
-        if sealed >= segments {
-            return i;
-        }
-    }
 }
 
 fn tier2_only(h: &aof_engine::Handle, log: &str) -> Vec<aof_engine::SegmentInfo> {
@@ -151,8 +128,8 @@ fn object_swapped_with_another_logs_segment_is_not_served_after_restart() {
     let h = e.handle();
     h.create_log("a").wait_timeout(T).unwrap();
     h.create_log("b").wait_timeout(T).unwrap();
-    fill_x(&h, "a", 0, 3, 0);
-    fill_x(&h, "b", 0, 3, 0x5a);
+    fill_with(&h, "a", 0, 3, |k| body_x(k, 0));
+    fill_with(&h, "b", 0, 3, |k| body_x(k, 0x5a));
     // Filling "b" pushed "a"'s segments out; "b"'s go too once "a" is read recently.
     wait_all_uploaded(&h, "a");
     wait_all_uploaded(&h, "b");

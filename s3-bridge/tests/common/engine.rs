@@ -111,6 +111,11 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// Appends until the log has `segments` sealed segments; returns the record count.
 pub fn fill(h: &aof_engine::Handle, log: &str, from: u64, segments: usize) -> u64 {
+    fill_with(h, log, from, segments, body)
+}
+
+/// `fill` with the payload of record `k` made by `body`.
+pub fn fill_with(h: &aof_engine::Handle, log: &str, from: u64, segments: usize, body: impl Fn(u64) -> Vec<u8>) -> u64 {
     let mut i = from;
     loop {
         let recs: Vec<OwnedRecord> = (i..i + 16).map(|k| OwnedRecord::new(body(k))).collect();
